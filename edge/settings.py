@@ -1,0 +1,235 @@
+"""Settings: environment variables (prefix ``UC_EDGE_``) over an optional TOML file over defaults.
+
+Defaults point at the local stack that ``scripts/services up`` starts on loopback. A wrong value stops
+start-up with one line naming the setting as the operator would type it (``UC_EDGE_SIP_UDP_PORT``) and
+what is wrong with it: see :func:`load_settings` and :class:`SettingsError`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "UC_EDGE_"
+CONFIG_ENV = "UC_EDGE_CONFIG"
+
+Port = int
+
+# The config file of the load in progress (explicit argument beats UC_EDGE_CONFIG); a context variable so
+# loading settings never mutates the process environment.
+_config_file_in_use: ContextVar[str | None] = ContextVar("uc_edge_config_file", default=None)
+
+
+class SettingsError(Exception):
+    """A setting is wrong; the message is one line naming it and saying how to fix it."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        validate_default=True,
+        frozen=True,
+    )
+
+    # --- identity -----------------------------------------------------------------------------------------
+    node_id: str = Field(default_factory=socket.gethostname, min_length=1, max_length=64)
+
+    # --- SIP ----------------------------------------------------------------------------------------------
+    sip_host: str = "127.0.0.1"
+    sip_udp_port: Port = Field(5060, ge=0, le=65535)
+    sip_tcp_port: Port = Field(5060, ge=0, le=65535)
+    sip_tls_port: Port = Field(5061, ge=0, le=65535)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    sip_domain: str = "uc-edge.local"
+    sip_realm: str = "uc-edge"
+    sip_max_message_bytes: int = Field(65536, ge=1024, le=16 * 1024 * 1024)
+    sip_t1_ms: int = Field(500, ge=50, le=10_000)
+    # Flood protection (pike-like): requests per source IP within the window, ban time.
+    flood_requests_per_window: int = Field(400, ge=1)
+    flood_window_seconds: float = Field(2.0, gt=0)
+    flood_ban_seconds: float = Field(60.0, ge=0)
+    flood_ban_action: Literal["drop", "503"] = "drop"
+    auth_failures_per_window: int = Field(10, ge=1)
+    auth_failure_window_seconds: float = Field(60.0, gt=0)
+    registrar_min_expires: int = Field(60, ge=1)
+    registrar_max_expires: int = Field(3600, ge=1)
+    registrar_default_expires: int = Field(3600, ge=1)
+
+    # --- HTTP (control API, health, metrics, SIP over WebSocket at /sip) -----------------------------------
+    http_host: str = "127.0.0.1"
+    http_port: Port = Field(8080, ge=0, le=65535)
+
+    # --- media --------------------------------------------------------------------------------------------
+    rtp_port_min: Port = Field(20000, ge=1024, le=65535)
+    rtp_port_max: Port = Field(29999, ge=1024, le=65535)
+
+    # --- PostgreSQL: one server, one database per domain ---------------------------------------------------
+    db_dsn: str = "postgresql://uc_edge:uc_edge@127.0.0.1:5432/postgres"
+    db_accounts: str = "uc_accounts"
+    db_calls: str = "uc_calls"
+    db_cdr: str = "uc_cdr"
+    db_conferences: str = "uc_conferences"
+    # Where the versioned SQL migrations live; None = the ones shipped in storage/postgres/migrations.
+    migrations_dir: Path | None = None
+    db_pool_min: int = Field(1, ge=0)
+    db_pool_max: int = Field(10, ge=1)
+
+    # --- Redis --------------------------------------------------------------------------------------------
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    idempotency_ttl_hours: int = Field(48, ge=24, le=72)
+
+    # --- Kafka --------------------------------------------------------------------------------------------
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    # Real Kafka supports the idempotent producer; the local Tansu broker rejects it (see README).
+    kafka_idempotence: bool = False
+    kafka_partitions: int = Field(3, ge=1, le=1024)
+
+    # --- S3 -----------------------------------------------------------------------------------------------
+    s3_endpoint: str = "http://127.0.0.1:8333"
+    s3_region: str = "us-east-1"
+    s3_access_key: str = "devkey"
+    s3_secret_key: str = "devsecret"
+    s3_bucket: str = "recordings"
+
+    # --- logs ---------------------------------------------------------------------------------------------
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("db_dsn")
+    @classmethod
+    def _dsn_is_postgres(cls, value: str) -> str:
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis:// URL")
+        return value
+
+    @field_validator("s3_endpoint")
+    @classmethod
+    def _s3_endpoint(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap(cls, value: str) -> str:
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError("must be host:port[,host:port…]")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be set together (or neither)")
+        for path_name in ("tls_cert", "tls_key"):
+            path = getattr(self, path_name)
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"{path_name}: file {path} does not exist")
+        if self.rtp_port_min >= self.rtp_port_max:
+            raise ValueError("rtp_port_min must be below rtp_port_max")
+        if not self.registrar_min_expires <= self.registrar_default_expires <= self.registrar_max_expires:
+            raise ValueError("registrar expiries must satisfy min <= default <= max")
+        return self
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls_cert is not None
+
+    def database_dsn(self, database: str) -> str:
+        """The DSN of one domain database on the configured server."""
+        base, _, _old_db = self.db_dsn.rpartition("/")
+        query = ""
+        if "?" in _old_db:
+            query = "?" + _old_db.split("?", 1)[1]
+        return f"{base}/{database}{query}"
+
+    @property
+    def domain_databases(self) -> dict[str, str]:
+        return {
+            "accounts": self.db_accounts,
+            "calls": self.db_calls,
+            "cdr": self.db_cdr,
+            "conferences": self.db_conferences,
+        }
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = _config_file_in_use.get() or os.environ.get(CONFIG_ENV)
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+
+def _setting_label(loc: tuple[int | str, ...]) -> str:
+    if not loc:
+        return "settings"
+    return ENV_PREFIX + str(loc[0]).upper()
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    label = _setting_label(tuple(first.get("loc", ())))
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    given = first.get("input")
+    if first.get("type") == "extra_forbidden":
+        return f"unknown setting {label} — remove it or check its spelling (see README, Configuration)"
+    if label == "settings":
+        return f"invalid settings: {message}"
+    if isinstance(given, str | int | float | bool):
+        return f"invalid setting {label}={given!r}: {message}"
+    return f"invalid setting {label}: {message}"
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build validated settings or raise :class:`SettingsError` with one clear line."""
+    path = str(config_file) if config_file is not None else os.environ.get(CONFIG_ENV)
+    if path:
+        try:
+            with open(path, "rb") as handle:
+                tomllib.load(handle)
+        except FileNotFoundError:
+            raise SettingsError(f"config file {path} ({CONFIG_ENV}) does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {path} is not valid TOML: {exc}") from None
+    token = _config_file_in_use.set(path)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+    finally:
+        _config_file_in_use.reset(token)
