@@ -30,12 +30,13 @@ migrate:
 	$(BIN)/uc-edge migrate
 
 test: setup-test services lint typecheck
-	@$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
+	@UC_EDGE_REQUIRE_SERVICES=1 $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "test: pytest collected no tests — that is a failure" >&2; exit 1; fi; exit $$rc
 
 lint:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint Dockerfile
 
 typecheck:
 	$(BIN)/mypy --strict $(STRICT_CORES)

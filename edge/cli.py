@@ -115,14 +115,15 @@ async def _registrations(settings: Settings, args: argparse.Namespace) -> int:
     client = aioredis.from_url(settings.redis_url)
     try:
         store = RedisLocationStore(client)
-        now = time.time()
-        aors = await store.list_aors(now)
+        aors = await store.list_aors(limit=args.limit)
         if not aors:
             print("no registrations")
+        now = time.time()
         for aor in aors:
-            for binding in await store.list_bindings(aor, now):
+            for binding in await store.list_bindings(aor):
                 remaining = int(binding.expires_at - now)
-                print(f"{aor}\t{binding.contact_uri}\texpires in {remaining}s\t{binding.user_agent or ''}")
+                via = f"{binding.received.transport}:{binding.received.host}:{binding.received.port}" if binding.received else "-"
+                print(f"{aor}\t{binding.contact_uri}\texpires in {remaining}s\tfrom {via}\t{binding.user_agent or ''}")
     finally:
         await client.aclose()
     return EXIT_OK
@@ -148,12 +149,6 @@ async def _consume(settings: Settings, args: argparse.Namespace) -> int:
 
 
 # --- bench ----------------------------------------------------------------------------------------------
-
-
-def cmd_bench(settings: Settings | None, args: argparse.Namespace) -> int:
-    from bench.cli import main as bench_main
-
-    return bench_main(list(args.bench_args))
 
 
 # --- parser ---------------------------------------------------------------------------------------------
@@ -214,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="list current SIP registrations",
         description="List the registrar's current bindings (from Redis), with time to expiry.",
     )
+    registrations.add_argument("--limit", type=int, default=1000, help="at most this many AORs (default 1000)")
     registrations.set_defaults(handler=_async(_registrations))
 
     doctor = sub.add_parser(
@@ -241,16 +237,19 @@ def build_parser() -> argparse.ArgumentParser:
         "bench/results/ as JSON and PNG.",
         add_help=False,
     )
-    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
-    bench.set_defaults(handler=cmd_bench, needs_settings=False)
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)  # parsed by bench.cli (see main)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        # The bench CLI owns its own arguments (including --help); it needs no server settings.
+        from bench.cli import main as bench_main
+
+        return bench_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not getattr(args, "needs_settings", True):
-        return int(args.handler(None, args))
     try:
         settings = load_settings(args.config)
     except SettingsError as exc:

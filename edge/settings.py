@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     sip_tls_port: Port = Field(5061, ge=0, le=65535)
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # The address peers must use to reach this node (Via/Contact/SDP) when it differs from sip_host:
+    # behind NAT, in a container, or when listening on 0.0.0.0. None = sip_host.
+    advertised_address: str | None = None
     sip_domain: str = "uc-edge.local"
     sip_realm: str = "uc-edge"
     sip_max_message_bytes: int = Field(65536, ge=1024, le=16 * 1024 * 1024)
