@@ -1,0 +1,460 @@
+"""REGISTER handling (RFC 3261 §10.3) over a :class:`LocationStore` port.
+
+Per request: domain check, Require check, digest authentication (401 / stale re-challenge / 403 when
+the To user is not the authenticated user), Contact parsing (``*`` only alone and with Expires: 0),
+expiry per contact (param, else header, else default; below min → 423 with Min-Expires; above max →
+clamped), Call-ID/CSeq ordering (same Call-ID and a CSeq not higher → 500, step 7), then one store
+write and a 200 listing every current binding with its remaining time.
+
+RFC 5626 (basic): a contact carrying ``+sip.instance`` and ``reg-id`` is keyed by those (a ``reg-id``
+without ``+sip.instance`` is ignored: RFC 5626 §6 falls back to the RFC 3261 rules), and every binding
+remembers in ``received`` the :class:`~storage.ports.TransportAddress` (transport, remote address,
+connection id) its REGISTER came over, so later requests to a browser whose contact host is
+``*.invalid`` go back over its WebSocket. Path (RFC 3327) values are stored in order. Every binding
+carries the ``node_id`` of the edge node that accepted it (only that node holds the connection).
+
+Bindings are :class:`storage.ports.Binding` values kept in a :class:`storage.ports.LocationStore`
+(Redis in production, ``storage.memory.hot.MemoryLocationStore`` in tests). The registrar passes its
+loose contact comparison (:func:`binding_key`) as ``Binding.binding_key``, so the store identifies
+bindings exactly as the registrar does.
+
+The registrar is async only where it awaits its ports; it never reads a clock (``now`` is passed in).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from signaling.flood import FloodGuard
+from signaling.sip.digest import AuthOutcome, Credentials, DigestAlgorithm, DigestAuthenticator
+from signaling.sip.errors import LocalProtocolError
+from signaling.sip.message import URI, Request, Response, build_response, split_header_values
+from storage.ports import Binding, BindingLimitExceeded, LocationStore, TransportAddress, check_hot_key
+
+__all__ = [
+    "CredentialLookup",
+    "RegisterResult",
+    "Registrar",
+    "RegistrarConfig",
+    "binding_key",
+    "parse_contacts",
+    "remaining_seconds",
+]
+
+MAX_EXPIRES_VALUE = 2**32 - 1
+SUPPORTED_EXTENSIONS = frozenset({"path", "outbound"})
+_DIGITS = re.compile(r"^[0-9]{1,20}$")  # longer values are clamped to 2**32-1
+_Q_VALUE = re.compile(r"^(0(\.[0-9]{0,3})?|1(\.0{0,3})?)$")
+
+
+def remaining_seconds(binding: Binding, now: float) -> int:
+    """Whole seconds the binding has left at ``now`` (what the 200's ``expires`` parameter says)."""
+    return max(0, int(binding.expires_at - now + 0.5))
+
+
+CredentialLookup = Callable[[str, str], Awaitable[Mapping[DigestAlgorithm, str] | None]]
+"""``(username, realm) -> {algorithm: HA1}`` or None for an unknown user."""
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrarConfig:
+    realm: str
+    domains: frozenset[str] = frozenset()  # empty: accept any domain
+    default_expires: int = 3600
+    min_expires: int = 60
+    max_expires: int = 7200
+    max_contacts_per_aor: int = 10
+    require_auth: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterResult:
+    response: Response
+    aor: str | None = None
+    bindings: tuple[Binding, ...] = ()
+    reason: str = ""
+    authenticated_user: str | None = None
+
+
+# ---- Contact parsing ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ContactValue:
+    uri: str
+    display_name: str = ""
+    params: Mapping[str, str | None] = field(default_factory=dict)
+
+
+def _split_params(text: str) -> dict[str, str | None]:
+    """``;a=1;b="x;y";c`` → dict, names lower-cased, quotes removed; raises ValueError."""
+    params: dict[str, str | None] = {}
+    pieces: list[str] = []
+    current: list[str] = []
+    in_quotes = False
+    for char in text:
+        if char == '"':
+            in_quotes = not in_quotes
+        if char == ";" and not in_quotes:
+            pieces.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    if in_quotes:
+        raise ValueError("unterminated quoted parameter")
+    pieces.append("".join(current))
+    if pieces[0].strip():
+        raise ValueError(f"unexpected text {pieces[0].strip()[:40]!r} before parameters")
+    for piece in pieces[1:]:
+        name, sep, value = piece.partition("=")
+        name = name.strip().lower()
+        if not name:
+            raise ValueError("empty parameter")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        params[name] = value if sep else None
+    return params
+
+
+def parse_contacts(values: Iterable[str]) -> list[ContactValue] | None:
+    """Contact header values → contacts; ``None`` means ``Contact: *``. Raises ValueError."""
+    contacts: list[ContactValue] = []
+    star = False
+    for value in values:
+        for item in split_header_values(value):
+            if item == "*":
+                star = True
+                continue
+            contacts.append(_parse_contact(item))
+    if star:
+        if contacts:
+            raise ValueError("Contact: * must be the only contact")
+        return None
+    return contacts
+
+
+def _parse_contact(item: str) -> ContactValue:
+    display_name = ""
+    rest = item
+    if rest.startswith('"'):
+        end = 1
+        while end < len(rest) and rest[end] != '"':
+            end += 2 if rest[end] == "\\" else 1
+        if end >= len(rest):
+            raise ValueError("unterminated display name")
+        display_name, rest = rest[1:end], rest[end + 1 :].lstrip()
+    if "<" in rest:
+        opening = rest.index("<")
+        closing = rest.find(">", opening)
+        if closing < 0:
+            raise ValueError("Contact has '<' without '>'")
+        display_name = display_name or rest[:opening].strip()
+        uri_text, param_text = rest[opening + 1 : closing], rest[closing + 1 :]
+    else:
+        uri_text, _, param_text = rest.partition(";")
+        param_text = ";" + param_text if param_text else ""
+    uri_text = uri_text.strip()
+    URI.parse(uri_text)  # validates; raises ValueError
+    return ContactValue(uri_text, display_name, _split_params(param_text))
+
+
+def binding_key(contact: str, instance_id: str | None, reg_id: int | None) -> str:
+    """Identity of a binding: instance+reg-id (RFC 5626), else the contact URI compared loosely."""
+    if instance_id is not None:
+        return f"instance:{instance_id}#{reg_id if reg_id is not None else ''}"
+    try:
+        uri = URI.parse(contact)
+    except ValueError:
+        return "uri:" + contact
+    transport = (uri.parameters.get("transport") or "").lower()
+    port = uri.port if uri.port is not None else ""
+    return f"uri:{uri.scheme.lower()}:{uri.user or ''}@{uri.host.lower()}:{port};{transport}"
+
+
+def _aor_of(to_value: str) -> tuple[str, str, str]:
+    """(aor, user, host) of a To header value; raises ValueError."""
+    contact = _parse_contact(to_value)
+    uri = URI.parse(contact.uri)
+    if uri.scheme not in ("sip", "sips") or not uri.user:
+        raise ValueError("To is not a sip: address of record with a user part")
+    host = uri.host.lower()
+    aor = check_hot_key("address of record", f"sip:{uri.user}@{host}")  # the store's key length limit
+    return aor, uri.user, host
+
+
+# ---- the registrar ------------------------------------------------------------------------------
+
+
+class _Reject(Exception):
+    def __init__(self, status: int, reason: str, headers: Sequence[tuple[str, str]] = ()) -> None:
+        super().__init__(reason)
+        self.status, self.reason, self.headers = status, reason, list(headers)
+
+
+class Registrar:
+    def __init__(
+        self,
+        store: LocationStore,
+        config: RegistrarConfig,
+        *,
+        authenticator: DigestAuthenticator | None = None,
+        credentials: CredentialLookup | None = None,
+        flood: FloodGuard | None = None,
+        node_id: str,
+    ) -> None:
+        check_hot_key("node_id", node_id)
+        if config.require_auth and (authenticator is None or credentials is None):
+            raise ValueError("require_auth needs an authenticator and a credential lookup")
+        if not 0 < config.min_expires <= config.default_expires <= config.max_expires:
+            raise ValueError("need 0 < min_expires <= default_expires <= max_expires")
+        self.store = store
+        self.config = config
+        self.authenticator = authenticator
+        self.credentials = credentials
+        self.flood = flood
+        self.node_id = node_id
+
+    async def handle_register(
+        self, request: Request, *, source: TransportAddress, now: float
+    ) -> RegisterResult:
+        """Answer one REGISTER that arrived from ``source`` (stored as the bindings' ``received``)."""
+        if request.method != "REGISTER":
+            raise LocalProtocolError("handle_register takes REGISTER requests only")
+        try:
+            return await self._handle(request, source, now)
+        except _Reject as reject:
+            response = build_response(request, reject.status, headers=reject.headers)
+            return RegisterResult(response, reason=reject.reason)
+
+    async def _handle(self, request: Request, source: TransportAddress, now: float) -> RegisterResult:
+        config = self.config
+        headers = request.headers
+        if config.domains and request.uri.host.lower() not in config.domains:
+            raise _Reject(404, "domain not served here")
+        unsupported = [
+            option
+            for value in headers.getlist("Require")
+            for option in split_header_values(value)
+            if option.lower() not in SUPPORTED_EXTENSIONS
+        ]
+        if unsupported:
+            raise _Reject(420, "unsupported extension", [("Unsupported", ", ".join(unsupported))])
+        try:
+            aor, to_user, to_host = _aor_of(headers["To"])
+        except ValueError as exc:
+            raise _Reject(404, f"To is not a valid address of record: {exc}") from None
+        if config.domains and to_host not in config.domains:
+            raise _Reject(404, "address of record is not in a domain served here")
+
+        user = await self._authenticate(request, source, now) if config.require_auth else None
+        if user is not None and user != to_user:
+            raise _Reject(403, "authenticated user may not register this address of record")
+
+        try:
+            contacts = parse_contacts(headers.getlist("Contact"))
+        except ValueError as exc:
+            raise _Reject(400, f"bad Contact: {exc}") from None
+        default_expires = self._header_expires(request)
+        call_id = headers["Call-ID"]
+        cseq = request.cseq.sequence
+        current = await self.store.lookup(aor, now)
+
+        if contacts is None:
+            if default_expires != 0:
+                raise _Reject(400, "Contact: * requires Expires: 0")
+            self._check_order(current, call_id, cseq)
+            await self._save(aor, [], [b.binding_id for b in current], now)
+            return self._ok(request, aor, [], user, "all bindings removed", now)
+
+        if not contacts:
+            return self._ok(request, aor, current, user, "bindings queried", now)
+
+        upserts, removals = self._changes(aor, contacts, default_expires, request, source, now)
+        by_key = {b.binding_id: b for b in current}
+        for key in [*(b.binding_id for b in upserts), *removals]:
+            existing = by_key.get(key)
+            if existing is not None:
+                self._check_order([existing], call_id, cseq)
+        resulting = {k: b for k, b in by_key.items() if k not in removals}
+        resulting.update((b.binding_id, b) for b in upserts)
+        if len(resulting) > config.max_contacts_per_aor:
+            raise _Reject(403, f"more than {config.max_contacts_per_aor} contacts for one address of record")
+        await self._save(aor, upserts, [k for k in removals if k in by_key], now)
+        return self._ok(request, aor, list(resulting.values()), user, "bindings updated", now)
+
+    async def _save(self, aor: str, upserts: Sequence[Binding], removals: Sequence[str], now: float) -> None:
+        try:
+            await self.store.save(aor, upserts, removals, now)
+        except BindingLimitExceeded as exc:
+            # The store's own cap (shared by every node) can be lower than max_contacts_per_aor.
+            raise _Reject(403, f"location store refused the bindings: {exc}") from None
+
+    # -- steps --------------------------------------------------------------------------------
+
+    async def _authenticate(self, request: Request, source: TransportAddress, now: float) -> str:
+        assert self.authenticator is not None and self.credentials is not None
+        authenticator = self.authenticator
+        credentials = self._credentials_for_realm(request)
+        if credentials is None:
+            raise _Reject(401, "credentials required", authenticator.challenge_headers(now))
+        flood = self.flood
+        if flood is not None and flood.auth_blocked(credentials.username, source.host, now):
+            raise _Reject(403, "too many failed authentication attempts")
+        request_uri = str(request.uri)
+        if credentials.uri != request_uri and _same_uri(credentials.uri, request.uri):
+            # message.py keeps the parsed Request-URI only; accept the client's spelling of it.
+            request_uri = credentials.uri
+        stored = await self.credentials(credentials.username, authenticator.realm)
+        ha1_value = stored.get(credentials.algorithm) if stored else None
+        result = authenticator.verify(
+            credentials, method=request.method, request_uri=request_uri, ha1_value=ha1_value, now=now
+        )
+        if result.outcome is AuthOutcome.OK:
+            if flood is not None:
+                flood.record_auth_success(credentials.username, now)
+            return credentials.username
+        if result.outcome is AuthOutcome.BAD_REQUEST:
+            raise _Reject(400, result.reason)
+        if result.outcome is AuthOutcome.INVALID and flood is not None:
+            flood.record_auth_failure(credentials.username, source.host, now)
+        stale = result.outcome.rechallenge_stale
+        raise _Reject(401, result.reason, authenticator.challenge_headers(now, stale=stale))
+
+    def _credentials_for_realm(self, request: Request) -> Credentials | None:
+        assert self.authenticator is not None
+        for value in request.headers.getlist("Authorization"):
+            if not value.lstrip().lower().startswith("digest"):
+                continue
+            try:
+                credentials = Credentials.parse(value)
+            except ValueError as exc:
+                raise _Reject(400, f"bad Authorization: {exc}") from None
+            if credentials.realm == self.authenticator.realm:
+                return credentials
+        return None
+
+    def _header_expires(self, request: Request) -> int:
+        raw = request.headers.get("Expires")
+        if raw is None:
+            return self.config.default_expires
+        if not _DIGITS.match(raw.strip()):
+            raise _Reject(400, "Expires is not a number of seconds")
+        return min(int(raw.strip()), MAX_EXPIRES_VALUE)
+
+    def _changes(
+        self,
+        aor: str,
+        contacts: Sequence[ContactValue],
+        default_expires: int,
+        request: Request,
+        source: TransportAddress,
+        now: float,
+    ) -> tuple[list[Binding], list[str]]:
+        config = self.config
+        upserts: list[Binding] = []
+        removals: list[str] = []
+        too_brief = False
+        path = tuple(item for value in request.headers.getlist("Path") for item in split_header_values(value))
+        for contact in contacts:
+            expires = default_expires
+            raw_expires = contact.params.get("expires")
+            if raw_expires is not None:
+                if not _DIGITS.match(raw_expires):
+                    raise _Reject(400, "Contact expires parameter is not a number")
+                expires = min(int(raw_expires), MAX_EXPIRES_VALUE)
+            q = self._q_value(contact)
+            reg_id = self._reg_id(contact)
+            instance_id = contact.params.get("+sip.instance")
+            if instance_id is None:
+                reg_id = None  # RFC 5626 §6: without an instance the RFC 3261 rules apply
+            if expires == 0:
+                removals.append(binding_key(contact.uri, instance_id, reg_id))
+                continue
+            if expires < config.min_expires:
+                too_brief = True
+                continue
+            expires = min(expires, config.max_expires)
+            try:
+                binding = Binding(
+                    aor=aor,
+                    contact_uri=contact.uri,
+                    expires_at=now + expires,
+                    q=q,
+                    call_id=request.headers["Call-ID"],
+                    cseq=request.cseq.sequence,
+                    instance_id=instance_id,
+                    reg_id=reg_id,
+                    path=path,
+                    received=source,
+                    user_agent=request.headers.get("User-Agent"),
+                    node_id=self.node_id,
+                    updated_at=now,
+                    binding_key=binding_key(contact.uri, instance_id, reg_id),
+                )
+            except ValueError as exc:  # e.g. a contact URI longer than the store accepts
+                raise _Reject(400, f"bad Contact: {exc}") from None
+            upserts.append(binding)
+        if too_brief:
+            raise _Reject(423, "expiration too brief", [("Min-Expires", str(config.min_expires))])
+        return upserts, removals
+
+    @staticmethod
+    def _q_value(contact: ContactValue) -> float | None:
+        raw = contact.params.get("q")
+        if raw is None:
+            return None
+        if not _Q_VALUE.match(raw):
+            raise _Reject(400, "Contact q parameter is not in 0..1")
+        return float(raw)
+
+    @staticmethod
+    def _reg_id(contact: ContactValue) -> int | None:
+        raw = contact.params.get("reg-id")
+        if raw is None:
+            return None
+        if not _DIGITS.match(raw):
+            raise _Reject(400, "Contact reg-id parameter is not a number")
+        return int(raw)
+
+    @staticmethod
+    def _check_order(bindings: Iterable[Binding], call_id: str, cseq: int) -> None:
+        for binding in bindings:
+            if binding.call_id == call_id and cseq <= binding.cseq:
+                raise _Reject(500, "CSeq is not higher than the binding's (out of order REGISTER)")
+
+    def _ok(
+        self,
+        request: Request,
+        aor: str,
+        bindings: Sequence[Binding],
+        user: str | None,
+        reason: str,
+        now: float,
+    ) -> RegisterResult:
+        ordered = tuple(sorted(bindings, key=lambda b: (-(b.q if b.q is not None else 1.0), b.updated_at)))
+        headers: list[tuple[str, str]] = []
+        for binding in ordered:
+            value = f"<{binding.contact_uri}>;expires={remaining_seconds(binding, now)}"
+            if binding.q is not None:
+                value += f";q={binding.q:g}"
+            if binding.instance_id is not None:
+                value += f';+sip.instance="{binding.instance_id}"'
+            if binding.reg_id is not None:
+                value += f";reg-id={binding.reg_id}"
+            headers.append(("Contact", value))
+        if request.headers.getlist("Path"):
+            headers.extend(("Path", value) for value in request.headers.getlist("Path"))
+        if any(b.reg_id is not None and b.updated_at == now for b in ordered):
+            headers.append(("Require", "outbound"))
+        response = build_response(request, 200, headers=headers)
+        return RegisterResult(response, aor, ordered, reason, user)
+
+
+def _same_uri(text: str, uri: URI) -> bool:
+    try:
+        return URI.parse(text) == uri
+    except ValueError:
+        return False
