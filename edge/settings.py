@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     advertised_address: str | None = None
     sip_domain: str = "uc-edge.local"
     sip_realm: str = "uc-edge"
+    # Signs digest nonces. Every node of a cluster needs the same value so that any node accepts a nonce
+    # another issued; None = a random secret per process (fine for one node).
+    digest_secret: str | None = Field(None, min_length=16)
+    # Seconds a credential lookup is cached in the process (password changes apply within this time).
+    credential_cache_seconds: float = Field(30.0, ge=0)
     sip_max_message_bytes: int = Field(65536, ge=1024, le=16 * 1024 * 1024)
     sip_t1_ms: int = Field(500, ge=50, le=10_000)
     # Flood protection (pike-like): requests per source IP within the window, ban time.
@@ -66,6 +71,8 @@ class Settings(BaseSettings):
     flood_window_seconds: float = Field(2.0, gt=0)
     flood_ban_seconds: float = Field(60.0, ge=0)
     flood_ban_action: Literal["drop", "503"] = "drop"
+    # Comma-separated source addresses never rate-limited: a Kamailio front, trunks, load generators.
+    flood_exempt_sources: str = ""
     auth_failures_per_window: int = Field(10, ge=1)
     auth_failure_window_seconds: float = Field(60.0, gt=0)
     registrar_min_expires: int = Field(60, ge=1)
@@ -160,6 +167,10 @@ class Settings(BaseSettings):
         if not self.registrar_min_expires <= self.registrar_default_expires <= self.registrar_max_expires:
             raise ValueError("registrar expiries must satisfy min <= default <= max")
         return self
+
+    @property
+    def flood_exempt(self) -> frozenset[str]:
+        return frozenset(part.strip() for part in self.flood_exempt_sources.split(",") if part.strip())
 
     @property
     def tls_enabled(self) -> bool:

@@ -1,0 +1,264 @@
+"""The SIP side of a node: endpoint + transports + the application (registrar, OPTIONS, 405/501).
+
+Composition only: the protocol work lives in ``signaling/``; this module reads the clocks (the loop's
+monotonic clock for transactions, wall-clock epoch seconds for registrations and digest nonces, which
+every node of a cluster must agree on) and adapts types between the layers.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
+
+from edge.logs import get_logger
+from edge.metrics import SIP_METRICS, StatsCollector
+from edge.settings import Settings
+from signaling.flood import BanPolicy, FloodConfig, FloodGuard, Verdict
+from signaling.registrar import Registrar, RegistrarConfig
+from signaling.sip.digest import DigestAlgorithm, DigestAuthenticator
+from signaling.sip.endpoint import SipEndpoint
+from signaling.sip.events import RequestReceived
+from signaling.sip.message import ParseLimits, build_response
+from signaling.sip.routing import TransportAddress
+from signaling.sip.timers import TimerSettings
+from signaling.transport.application import SipRouter
+from signaling.transport.hub import SipTransportHub
+from signaling.transport.websocket import sip_websocket_handler
+from storage import ports
+from storage.postgres.accounts import PgAccountStore
+from storage.postgres.connect import create_pool
+from storage.redis.location import RedisLocationStore
+
+log = get_logger("uc_edge.sip")
+
+_ALGORITHMS = {
+    DigestAlgorithm.MD5: "MD5",
+    DigestAlgorithm.SHA_256: "SHA-256",
+}
+
+
+class CredentialCache:
+    """HA1 lookups from DB_ACCOUNTS, cached briefly: a REGISTER storm must not become a query storm."""
+
+    def __init__(self, store: PgAccountStore, ttl_seconds: float, capacity: int = 100_000) -> None:
+        self._store = store
+        self._ttl = ttl_seconds
+        self._capacity = capacity
+        self._entries: OrderedDict[tuple[str, str], tuple[float, Mapping[DigestAlgorithm, str] | None]] = (
+            OrderedDict()
+        )
+
+    async def __call__(self, username: str, realm: str) -> Mapping[DigestAlgorithm, str] | None:
+        key = (username, realm)
+        now = time.monotonic()
+        cached = self._entries.get(key)
+        if cached is not None and now - cached[0] < self._ttl:
+            return cached[1]
+        found = await self._store.lookup_credentials(username, realm)
+        value: Mapping[DigestAlgorithm, str] | None = None
+        if found is not None:
+            value = {alg: ha1 for alg, name in _ALGORITHMS.items() if (ha1 := found.ha1(name))}
+        if self._ttl > 0:
+            self._entries[key] = (now, value)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._capacity:
+                self._entries.popitem(last=False)
+        return value
+
+
+class GuardedHub(SipTransportHub):
+    """The hub with flood protection in front of the parser: a banned source costs one dict lookup."""
+
+    def __init__(self, endpoint: SipEndpoint, flood: FloodGuard, **kwargs: Any) -> None:
+        super().__init__(endpoint, **kwargs)
+        self.flood = flood
+        self.rejected_sources: set[tuple[str, int]] = set()
+
+    def receive(self, data: bytes, source: TransportAddress) -> None:
+        verdict = self.flood.check_request(source.host, self.now())
+        if verdict is Verdict.DROP:
+            return
+        if verdict is Verdict.REJECT_503:
+            # Let the message reach the endpoint so the 503 goes through a transaction (retransmissions
+            # of the request are absorbed), then the application answers 503.
+            self.rejected_sources.add((source.host, source.port))
+        super().receive(data, source)
+
+
+def _ports_address(source: TransportAddress) -> ports.TransportAddress:
+    return ports.TransportAddress(source.transport, source.host, source.port, source.connection_id)
+
+
+class SipNode:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        s = settings
+        t1 = s.sip_t1_ms / 1000
+        self.endpoint = SipEndpoint(
+            timers=TimerSettings(t1=t1),
+            limits=ParseLimits(max_message_size=s.sip_max_message_bytes),
+        )
+        self.flood = FloodGuard(
+            FloodConfig(
+                window=s.flood_window_seconds,
+                max_requests=s.flood_requests_per_window,
+                ban_time=s.flood_ban_seconds,
+                policy=BanPolicy.REJECT_503 if s.flood_ban_action == "503" else BanPolicy.DROP,
+                exempt_sources=s.flood_exempt,
+                auth_window=s.auth_failure_window_seconds,
+                max_auth_failures_per_user=s.auth_failures_per_window,
+            )
+        )
+        secret = (s.digest_secret or os.urandom(32).hex()).encode()
+        self.authenticator = DigestAuthenticator(s.sip_realm, secret)
+        self.router = SipRouter()
+        self.hub = GuardedHub(
+            self.endpoint, self.flood, application=self.router, max_stream_message=s.sip_max_message_bytes
+        )
+        self.registrar: Registrar | None = None
+        self.registrar_stats = {"registrations": 0, "rejections": 0}
+        self._redis: aioredis.Redis | None = None
+        self._pg_pool: Any = None
+        self._collector: StatsCollector | None = None
+        self.websocket_handler = sip_websocket_handler(self.hub)
+
+    # --- lifecycle ----------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        s = self.settings
+        self._redis = aioredis.from_url(s.redis_url)
+        # min_size=0: no connection at start, so the node comes up (and /readyz says why it is not ready)
+        # while PostgreSQL is still down; lookups connect when the first REGISTER needs one.
+        self._pg_pool = await create_pool(s.database_dsn(s.db_accounts), min_size=0, max_size=4)
+        credentials = CredentialCache(PgAccountStore(self._pg_pool), s.credential_cache_seconds)
+        domains = {s.sip_domain, s.sip_host}
+        if s.advertised_address:
+            domains.add(s.advertised_address)
+        self.registrar = Registrar(
+            RedisLocationStore(self._redis),
+            RegistrarConfig(
+                realm=s.sip_realm,
+                domains=frozenset(domains - {"0.0.0.0", "::"}),
+                default_expires=s.registrar_default_expires,
+                min_expires=s.registrar_min_expires,
+                max_expires=s.registrar_max_expires,
+            ),
+            authenticator=self.authenticator,
+            credentials=credentials,
+            flood=self.flood,
+            node_id=s.node_id,
+        )
+        self.router.route("REGISTER", self._on_register)
+        self.router.route("OPTIONS", self._on_options)
+        await self.hub.start(
+            s.sip_host,
+            s.sip_udp_port,
+            s.sip_tcp_port,
+            s.sip_tls_port if s.tls_enabled else None,
+            str(s.tls_cert) if s.tls_cert else None,
+            str(s.tls_key) if s.tls_key else None,
+            advertised_host=s.advertised_address,
+        )
+        self._collector = StatsCollector(
+            {
+                "endpoint": lambda: {
+                    **self.endpoint.stats.as_dict(),
+                    "active_transactions": self.endpoint.active_transactions,
+                },
+                "flood": lambda: {**vars_of(self.flood.stats), "tracked": self.flood.tracked},
+                "digest": lambda: vars_of(self.authenticator.stats),
+                "registrar": lambda: self.registrar_stats,
+            },
+            SIP_METRICS,
+        )
+        REGISTRY.register(self._collector)
+
+    async def stop(self) -> None:
+        await self.hub.stop()
+        if self._collector is not None:
+            REGISTRY.unregister(self._collector)
+            self._collector = None
+        if self._redis is not None:
+            await self._redis.aclose()
+        if self._pg_pool is not None:
+            await self._pg_pool.close()
+
+    # --- application ----------------------------------------------------------------------------------
+
+    def _rejected(self, event: RequestReceived) -> bool:
+        key = (event.source.host, event.source.port)
+        if key not in self.hub.rejected_sources:
+            return False
+        self.hub.rejected_sources.discard(key)
+        if event.transaction is not None:
+            self.hub.respond(event.transaction, build_response(event.request, 503, headers=[("Retry-After", "60")]))
+        return True
+
+    def _on_options(self, event: RequestReceived, hub: SipTransportHub) -> None:
+        if self._rejected(event) or event.transaction is None:
+            return
+        response = build_response(
+            event.request,
+            200,
+            headers=[("Allow", self.router.allow), ("Accept", "application/sdp"), ("Supported", "path, outbound")],
+        )
+        hub.respond(event.transaction, response)
+
+    async def _on_register(self, event: RequestReceived, hub: SipTransportHub) -> None:
+        if self._rejected(event) or event.transaction is None or self.registrar is None:
+            return
+        try:
+            result = await self.registrar.handle_register(
+                event.request, source=_ports_address(event.source), now=time.time()
+            )
+        except Exception:
+            # Redis or PostgreSQL went away: the UA gets a 500 with Retry-After, never silence.
+            log.exception("register failed", source=event.source.host)
+            hub.respond(event.transaction, build_response(event.request, 500, headers=[("Retry-After", "5")]))
+            self.registrar_stats["rejections"] += 1
+            return
+        code = result.response.status_code
+        if code == 200:
+            self.registrar_stats["registrations"] += 1
+        elif code != 401:
+            self.registrar_stats["rejections"] += 1
+            log.info("register refused", aor=result.aor, status=code, reason=result.reason, source=event.source.host)
+        hub.respond(event.transaction, result.response)
+
+    # --- where we listen ------------------------------------------------------------------------------
+
+    def endpoints(self) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for name, address in (
+            ("udp", self.hub.udp_address),
+            ("tcp", self.hub.tcp_address),
+            ("tls", self.hub.tls_address),
+        ):
+            if address is not None:
+                scheme = "sips" if name == "tls" else "sip"
+                found[f"sip-{name}"] = f"{scheme}:{address[0]}:{address[1]};transport={name}"
+        return found
+
+
+def vars_of(stats: Any) -> dict[str, float]:
+    if hasattr(stats, "as_dict"):
+        return dict(stats.as_dict())
+    if hasattr(stats, "__dataclass_fields__"):
+        return {name: getattr(stats, name) for name in stats.__dataclass_fields__}
+    return dict(vars(stats))
+
+
+async def start_sip(settings: Settings) -> SipNode:
+    node = SipNode(settings)
+    try:
+        await node.start()
+    except BaseException:
+        await node.stop()
+        raise
+    return node

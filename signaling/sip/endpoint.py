@@ -1,0 +1,453 @@
+"""The SIP endpoint: transaction manager between transports and the transaction user (sans-IO).
+
+    endpoint = SipEndpoint(local_addresses={"udp": ("192.0.2.1", 5060)})
+    endpoint.receive(data, source, now)           # bytes from any transport
+    while (event := endpoint.next_event()) is not None:
+        ...                                        # RequestReceived, ResponseReceived, TransactionTimeout,
+                                                   # TransportError
+    endpoint.respond(event.transaction, build_response(event.request, 200), now)
+    key = endpoint.send_request(request, TransportAddress("udp", "198.51.100.7", 5060), now)
+    endpoint.send_stateless(ack, destination)      # the ACK for a 2xx (end-to-end, no transaction)
+    for data, destination in endpoint.datagrams_to_send(): ...
+    deadline = endpoint.get_timer(); ...; endpoint.handle_timer(deadline)
+
+Commands only change state; bytes come out of ``datagrams_to_send()``. No clock is read.
+
+What the endpoint does on its own (the RFC's transaction/transport duties, never the TU's):
+* matches responses to client transactions (§17.1.3) and requests to server transactions (§17.2.3:
+  branch + sent-by + method, ACK to its INVITE; CANCEL finds the INVITE it cancels); requests
+  without a magic-cookie branch (RFC 2543) get a key from Call-ID/From tag/CSeq/top Via;
+* stamps ``received`` / ``rport`` on the top Via of every request (RFC 3581) and routes responses
+  per §18.2.2 (over the connection the request came in on for TCP/TLS/WS);
+* answers statelessly: 400 to requests too broken to parse (when a Via is readable), 503 when the
+  transaction table is full; answers through a transaction: 100 Trying to INVITEs, 483 when
+  Max-Forwards is 0 (not OPTIONS), 482 for merged requests (§8.2.2.2), 200/481 to CANCEL;
+* passes ACKs for 2xx up to the TU (and stops the 2xx retransmissions of the INVITE they ack).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import heapq
+import itertools
+
+from signaling.sip.errors import LocalProtocolError
+from signaling.sip.events import (
+    Event,
+    RequestReceived,
+    TransactionKey,
+    TransactionTimeout,
+    TransportError,
+)
+from signaling.sip.message import (
+    BRANCH_MAGIC_COOKIE,
+    DEFAULT_LIMITS,
+    CSeq,
+    MessageParseError,
+    ParseLimits,
+    Request,
+    Response,
+    SipMessage,
+    Via,
+    build_response,
+    cseq_of,
+    from_tag,
+    max_forwards,
+    new_branch,
+    parse_with_keys,
+    serialize,
+    set_top_via,
+    to_tag,
+    top_via,
+)
+from signaling.sip.routing import DEFAULT_PORTS, TransportAddress, response_destination, stamp_received
+from signaling.sip.timers import DEFAULT_TIMERS, TimerSettings
+from signaling.sip.transaction import (
+    AnyServerTransaction,
+    ClientInviteTransaction,
+    ClientNonInviteTransaction,
+    ClientTransaction,
+    ServerInviteTransaction,
+    ServerNonInviteTransaction,
+    Transaction,
+    TransactionState,
+)
+
+
+@dataclasses.dataclass(slots=True)
+class EndpointStats:
+    """Counters for metrics export (monotonic; ``active_transactions`` lives on the endpoint)."""
+
+    messages_in: int = 0
+    messages_out: int = 0
+    requests_in: int = 0
+    responses_in: int = 0
+    parse_errors: int = 0
+    bad_requests_sent: int = 0
+    stateless_responses_sent: int = 0
+    retransmissions_sent: int = 0
+    retransmissions_absorbed: int = 0
+    stray_responses: int = 0
+    stray_acks: int = 0
+    transactions_created: int = 0
+    transactions_terminated: int = 0
+    transaction_timeouts: int = 0
+    loops_detected: int = 0
+    too_many_hops: int = 0
+    overload_rejections: int = 0
+    transport_errors: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+_MergeKey = tuple[str, str, int, str]  # From tag, Call-ID, CSeq number, method
+_AckKey = tuple[str, int]  # Call-ID, CSeq number
+
+
+class SipEndpoint:
+    """Transaction layer + stateless transport duties for one SIP node (see module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        local_addresses: dict[str, tuple[str, int]] | None = None,
+        timers: TimerSettings = DEFAULT_TIMERS,
+        limits: ParseLimits = DEFAULT_LIMITS,
+        max_transactions: int = 50_000,
+        send_trying: bool = True,
+    ) -> None:
+        self.local_addresses = dict(local_addresses or {})
+        self.timers = timers
+        self.limits = limits
+        self.max_transactions = max_transactions
+        self.send_trying = send_trying
+        self.stats = EndpointStats()
+        self._client: dict[TransactionKey, ClientTransaction] = {}
+        self._server: dict[TransactionKey, AnyServerTransaction] = {}
+        self._merge_index: dict[_MergeKey, TransactionKey] = {}
+        self._merge_key_of: dict[TransactionKey, _MergeKey] = {}
+        self._accepted: dict[_AckKey, TransactionKey] = {}
+        self._events: collections.deque[Event] = collections.deque()
+        self._outgoing: list[tuple[bytes, TransportAddress]] = []
+        self._heap: list[tuple[float, int, Transaction]] = []
+        self._sequence = itertools.count()
+
+    # ------------------------------------------------------------------ public surface
+
+    @property
+    def active_transactions(self) -> int:
+        return len(self._client) + len(self._server)
+
+    def client_transaction(self, key: TransactionKey) -> ClientTransaction | None:
+        return self._client.get(key)
+
+    def server_transaction(self, key: TransactionKey) -> AnyServerTransaction | None:
+        return self._server.get(key)
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def datagrams_to_send(self) -> list[tuple[bytes, TransportAddress]]:
+        out, self._outgoing = self._outgoing, []
+        return out
+
+    def get_timer(self) -> float | None:
+        heap = self._heap
+        while heap:
+            when, _seq, tx = heap[0]
+            if not tx.terminated and tx.get_timer() == when:
+                return when
+            heapq.heappop(heap)  # stale entry: the timer was re-armed, stopped or the tx ended
+            if tx.scheduled_at == when:
+                tx.scheduled_at = None
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        due: dict[int, Transaction] = {}
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            when, _seq, tx = heapq.heappop(heap)
+            if not tx.terminated and tx.get_timer() == when:
+                due[id(tx)] = tx
+        for tx in due.values():
+            tx.scheduled_at = None  # its heap entry is gone: _after must push a fresh one
+            tx.handle_timer(now)
+            self._after(tx)
+
+    def receive(self, data: bytes, source: TransportAddress, now: float) -> None:
+        """Feed one datagram / one framed stream message. Never raises for any input bytes."""
+        self.stats.messages_in += 1
+        try:
+            parsed = parse_with_keys(data, self.limits)
+        except MessageParseError as error:
+            self.stats.parse_errors += 1
+            self._reply_to_broken(error, source)
+            return
+        message = parsed.message
+        try:
+            if isinstance(message, Request):
+                self.stats.requests_in += 1
+                self._receive_request(message, parsed.top_via, parsed.cseq, source, now)
+            else:
+                self.stats.responses_in += 1
+                self._receive_response(message, parsed.top_via, parsed.cseq, source, now)
+        except ValueError:
+            # A header sipmessage only parses on demand was broken: drop, count, carry on.
+            self.stats.parse_errors += 1
+
+    def send_request(self, request: Request, destination: TransportAddress, now: float) -> TransactionKey:
+        """Start a client transaction. A missing top Via is added from ``local_addresses``."""
+        if request.method == "ACK":
+            raise LocalProtocolError("ACK is sent with send_stateless(), not in a transaction")
+        if not request.headers.getlist("Via"):
+            host, port = self._local_address(destination.transport)
+            transport = destination.transport.upper()
+            request.headers.setlist("Via", [f"SIP/2.0/{transport} {host}:{port};branch={new_branch()};rport"])
+        via = top_via(request)
+        branch = via.parameters.get("branch")
+        if not branch or not branch.startswith(BRANCH_MAGIC_COOKIE):
+            raise LocalProtocolError("a request we send needs a z9hG4bK branch in its top Via")
+        key = TransactionKey("client", branch, request.method)
+        if key in self._client:
+            raise LocalProtocolError(f"client transaction {branch} {request.method} already exists")
+        tx: ClientTransaction
+        if request.method == "INVITE":
+            tx = ClientInviteTransaction(key, request, destination, self, self.timers, now)
+        else:
+            tx = ClientNonInviteTransaction(key, request, destination, self, self.timers, now)
+        self._client[key] = tx
+        self.stats.transactions_created += 1
+        self._after(tx)
+        return key
+
+    def respond(self, transaction: TransactionKey, response: Response, now: float) -> None:
+        """Send ``response`` through server transaction ``transaction``."""
+        tx = self._server.get(transaction)
+        if tx is None:
+            raise LocalProtocolError(f"no server transaction {transaction.branch} {transaction.method}")
+        tx.respond(response, now)
+        if isinstance(tx, ServerInviteTransaction) and tx.state is TransactionState.ACCEPTED:
+            self._accepted[(tx.request.headers["Call-ID"], cseq_of(tx.request).sequence)] = tx.key
+        self._after(tx)
+
+    def send_stateless(self, message: SipMessage, destination: TransportAddress) -> None:
+        """Send without a transaction (ACK for a 2xx, stateless responses)."""
+        self.transmit(serialize(message), destination, retransmission=False)
+
+    def transport_error(self, destination: TransportAddress, reason: str, now: float) -> None:
+        """The transport could not reach ``destination``: end every transaction sending there."""
+        self.stats.transport_errors += 1
+        hit = False
+        table: list[Transaction] = [*self._client.values(), *self._server.values()]
+        for tx in table:
+            if _same_target(tx.destination, destination):
+                hit = True
+                tx.transport_error()
+                self.emit(TransportError(tx.key, destination, reason))
+                self._after(tx)
+        if not hit:
+            self.emit(TransportError(None, destination, reason))
+
+    # ------------------------------------------------------------------ TransactionOutput
+
+    def transmit(self, data: bytes, destination: TransportAddress, *, retransmission: bool) -> None:
+        self.stats.messages_out += 1
+        if retransmission:
+            self.stats.retransmissions_sent += 1
+        self._outgoing.append((data, destination))
+
+    def emit(self, event: Event) -> None:
+        if isinstance(event, TransactionTimeout):
+            self.stats.transaction_timeouts += 1
+        self._events.append(event)
+
+    # ------------------------------------------------------------------ internals
+
+    def _local_address(self, transport: str) -> tuple[str, int]:
+        address = self.local_addresses.get(transport)
+        if address is None:
+            raise LocalProtocolError(f"no local address configured for {transport}")
+        return address
+
+    def _after(self, tx: Transaction) -> None:
+        """Re-arm the heap for ``tx`` or forget it once terminated."""
+        if tx.terminated:
+            self._forget(tx)
+            return
+        deadline = tx.get_timer()
+        if deadline is not None and deadline != tx.scheduled_at:
+            # One live heap entry per deadline change; stale ones are skipped when popped.
+            tx.scheduled_at = deadline
+            heapq.heappush(self._heap, (deadline, next(self._sequence), tx))
+
+    def _forget(self, tx: Transaction) -> None:
+        key = tx.key
+        table: dict[TransactionKey, ClientTransaction] | dict[TransactionKey, AnyServerTransaction]
+        table = self._client if key.role == "client" else self._server
+        if table.get(key) is tx:
+            del table[key]
+            self.stats.transactions_terminated += 1
+            merge_key = self._merge_key_of.pop(key, None)
+            if merge_key is not None and self._merge_index.get(merge_key) == key:
+                del self._merge_index[merge_key]
+            if isinstance(tx, ServerInviteTransaction):
+                ack_key = (tx.request.headers["Call-ID"], cseq_of(tx.request).sequence)
+                if self._accepted.get(ack_key) == key:
+                    del self._accepted[ack_key]
+
+    def _reply_to_broken(self, error: MessageParseError, source: TransportAddress) -> None:
+        reply = error.build_reply()
+        if reply is None:
+            return
+        destination = source
+        try:
+            via = stamp_received(top_via(reply), source)
+            destination = response_destination(via, source)
+        except ValueError:
+            pass  # unreadable Via: answer the packet's source
+        self.stats.stateless_responses_sent += 1
+        if reply.code == 400:
+            self.stats.bad_requests_sent += 1
+        self.send_stateless(reply, destination)
+
+    def _server_key(self, request: Request, via: Via, cseq: CSeq) -> TransactionKey:
+        port = via.port or DEFAULT_PORTS.get(via.transport.lower(), 5060)
+        sent_by = f"{via.host.lower()}:{port}"
+        method = "INVITE" if request.method == "ACK" else request.method
+        branch = via.parameters.get("branch")
+        if branch and branch.startswith(BRANCH_MAGIC_COOKIE):
+            return TransactionKey("server", branch, method, sent_by)
+        # RFC 2543 peers: no usable branch. Good enough to absorb retransmissions; never crashes.
+        legacy = "|".join(
+            (
+                "2543",
+                request.headers.get("Call-ID") or "",
+                from_tag(request) or "",
+                str(cseq.sequence),
+                str(request.uri),
+                branch or "",
+            )
+        )
+        return TransactionKey("server", legacy, method, sent_by)
+
+    def _receive_request(
+        self, request: Request, via: Via, cseq: CSeq, source: TransportAddress, now: float
+    ) -> None:
+        stamped = stamp_received(via, source)
+        if stamped is not via:
+            set_top_via(request, stamped)
+        key = self._server_key(request, via, cseq)
+        existing = self._server.get(key)
+        if existing is not None:
+            if request.method != "ACK":
+                self.stats.retransmissions_absorbed += 1
+            pass_up = existing.receive_request(request, now)
+            self._after(existing)
+            if pass_up:
+                self.emit(RequestReceived(request, source, None))
+            return
+        if request.method == "ACK":
+            self._receive_ack_for_2xx(request, source)
+            return
+        if self.active_transactions >= self.max_transactions:
+            self.stats.overload_rejections += 1
+            self._respond_stateless(request, stamped, source, 503, (("Retry-After", "5"),))
+            return
+
+        destination = response_destination(stamped, source)
+        tx: AnyServerTransaction
+        if request.method == "INVITE":
+            tx = ServerInviteTransaction(key, request, source, destination, self, self.timers, now)
+        else:
+            tx = ServerNonInviteTransaction(key, request, source, destination, self, self.timers, now)
+        self._server[key] = tx
+        self.stats.transactions_created += 1
+
+        merge_key: _MergeKey | None = None
+        if to_tag(request) is None:
+            merge_key = (from_tag(request) or "", request.headers["Call-ID"], cseq.sequence, request.method)
+
+        mf = max_forwards(request)
+        if mf == 0 and request.method != "OPTIONS":
+            self.stats.too_many_hops += 1
+            tx.respond(build_response(request, 483), now)
+        elif merge_key is not None and self._merge_index.get(merge_key, key) != key:
+            # §8.2.2.2: same From tag, Call-ID and CSeq as a live transaction but another branch.
+            self.stats.loops_detected += 1
+            tx.respond(build_response(request, 482), now)
+        elif request.method == "CANCEL":
+            self._receive_cancel(tx, request, source, key, now)
+        else:
+            if merge_key is not None:
+                self._merge_index[merge_key] = key
+                self._merge_key_of[key] = merge_key
+            if isinstance(tx, ServerInviteTransaction) and self.send_trying:
+                tx.respond(build_response(request, 100), now)
+            self.emit(RequestReceived(request, source, key))
+        self._after(tx)
+
+    def _receive_cancel(
+        self,
+        tx: AnyServerTransaction,
+        cancel: Request,
+        source: TransportAddress,
+        key: TransactionKey,
+        now: float,
+    ) -> None:
+        invite_key = dataclasses.replace(key, method="INVITE")
+        invite_tx = self._server.get(invite_key)
+        if invite_tx is None:
+            tx.respond(build_response(cancel, 481), now)
+            return
+        tag = to_tag(invite_tx.last_response) if invite_tx.last_response is not None else None
+        tx.respond(build_response(cancel, 200, to_tag=tag), now)
+        if invite_tx.state is TransactionState.PROCEEDING:
+            self.emit(RequestReceived(cancel, source, key, cancels=invite_key))
+
+    def _receive_ack_for_2xx(self, ack: Request, source: TransportAddress) -> None:
+        try:
+            ack_key = (ack.headers["Call-ID"], cseq_of(ack).sequence)
+        except (KeyError, ValueError):
+            self.stats.stray_acks += 1
+            return
+        invite_key = self._accepted.get(ack_key)
+        if invite_key is not None:
+            invite_tx = self._server.get(invite_key)
+            if isinstance(invite_tx, ServerInviteTransaction):
+                invite_tx.acknowledge_2xx()
+                self._after(invite_tx)
+        else:
+            self.stats.stray_acks += 1
+        self.emit(RequestReceived(ack, source, None))
+
+    def _receive_response(
+        self, response: Response, via: Via, cseq: CSeq, source: TransportAddress, now: float
+    ) -> None:
+        branch = via.parameters.get("branch") or ""
+        key = TransactionKey("client", branch, cseq.method)
+        tx = self._client.get(key)
+        if tx is None:
+            self.stats.stray_responses += 1  # §18.1.2 / RFC 6026: discard
+            return
+        tx.receive_response(response, source, now)
+        self._after(tx)
+
+    def _respond_stateless(
+        self,
+        request: Request,
+        via: Via,
+        source: TransportAddress,
+        status_code: int,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        self.stats.stateless_responses_sent += 1
+        response = build_response(request, status_code, headers=headers)
+        self.send_stateless(response, response_destination(via, source))
+
+
+def _same_target(a: TransportAddress, b: TransportAddress) -> bool:
+    if a.connection_id is not None and a.connection_id == b.connection_id:
+        return True
+    return (a.transport, a.host, a.port) == (b.transport, b.host, b.port)

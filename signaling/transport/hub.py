@@ -1,0 +1,382 @@
+"""The asyncio shell around :class:`~signaling.sip.endpoint.SipEndpoint`: bytes in, bytes out, one timer.
+
+    hub = SipTransportHub(endpoint, application=SipRouter())
+    await hub.start(host="0.0.0.0", udp_port=5060, tcp_port=5060, tls_port=5061,
+                    certfile="cert.pem", keyfile="key.pem")
+    app.router.add_get("/sip", sip_websocket_handler(hub))   # WebSocket (RFC 7118) on the aiohttp app
+    ...
+    await hub.stop()
+
+Every listener hands received bytes to :meth:`SipTransportHub.receive`; after each call into the
+endpoint the hub flushes: it sends what the endpoint queued, hands events to the application and
+re-arms its single ``loop.call_at`` timer from ``endpoint.get_timer()``. The endpoint's clock is
+``loop.time()``.
+
+The application is any object with ``on_event(event, hub)`` (see ``signaling.transport.application``);
+it answers through :meth:`respond`, starts requests with :meth:`send_request` (or awaits the final
+response with :meth:`request`) and sends ACKs for 2xx with :meth:`send_stateless`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from signaling.sip.endpoint import SipEndpoint
+from signaling.sip.events import (
+    Event,
+    ResponseReceived,
+    TransactionKey,
+    TransactionTimeout,
+    TransportError,
+)
+from signaling.sip.message import Request, Response, SipMessage
+from signaling.sip.routing import TransportAddress
+from signaling.transport.stream import connect_stream, start_stream_server
+from signaling.transport.udp import open_udp_socket
+
+log = logging.getLogger(__name__)
+
+
+class SipApplication(Protocol):
+    """What the hub hands events to. ``on_event`` may return an awaitable (it is then run as a task)."""
+
+    def on_event(self, event: Event, hub: SipTransportHub) -> Awaitable[None] | None: ...
+
+
+class Connection(Protocol):
+    """A live connection-oriented flow (TCP, TLS or WebSocket) the hub can write to."""
+
+    connection_id: str
+    transport_name: str
+    peer: tuple[str, int]
+
+    def write_message(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclasses.dataclass(slots=True)
+class HubStats:
+    """Transport-level counters (the endpoint keeps the SIP-level ones in ``endpoint.stats``)."""
+
+    udp_datagrams_in: int = 0
+    udp_datagrams_out: int = 0
+    stream_messages_in: int = 0
+    stream_messages_out: int = 0
+    connections_opened: int = 0
+    connections_closed: int = 0
+    connections_refused: int = 0
+    framing_errors: int = 0
+    slow_peers_closed: int = 0
+    idle_connections_closed: int = 0
+    keepalive_pongs: int = 0
+    send_failures: int = 0
+    application_errors: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+class SipTransportHub:
+    def __init__(
+        self,
+        endpoint: SipEndpoint,
+        application: SipApplication | None = None,
+        *,
+        max_stream_message: int = 65_536,
+        max_connections: int = 10_000,
+        message_timeout: float = 10.0,
+        idle_timeout: float = 900.0,
+        tls_client_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.application = application
+        self.max_stream_message = max_stream_message
+        self.max_connections = max_connections
+        self.message_timeout = message_timeout
+        self.idle_timeout = idle_timeout
+        self.tls_client_context = tls_client_context
+        self.stats = HubStats()
+        self.udp_address: tuple[str, int] | None = None
+        self.tcp_address: tuple[str, int] | None = None
+        self.tls_address: tuple[str, int] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._udp: asyncio.DatagramTransport | None = None
+        self._servers: list[asyncio.Server] = []
+        self._connections: dict[str, Connection] = {}
+        self._by_peer: dict[tuple[str, str, int], str] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_deadline: float | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._waiters: dict[TransactionKey, asyncio.Future[Response]] = {}
+        self._connection_counter = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    def now(self) -> float:
+        return self.loop.time()
+
+    async def start(
+        self,
+        host: str,
+        udp_port: int | None,
+        tcp_port: int | None,
+        tls_port: int | None = None,
+        certfile: str | None = None,
+        keyfile: str | None = None,
+        *,
+        advertised_host: str | None = None,
+    ) -> None:
+        """Open the listeners (port 0 picks a free port; ``None`` disables that transport).
+
+        ``advertised_host`` is what our Via headers carry (default: the listen address, or this
+        machine's address for a wildcard listen address)."""
+        via_host = advertised_host or _via_host(host)
+        loop = self.loop
+        if udp_port is not None:
+            self._udp, self.udp_address = await open_udp_socket(self, host, udp_port)
+            self.endpoint.local_addresses.setdefault("udp", (via_host, self.udp_address[1]))
+        if tcp_port is not None:
+            server = await start_stream_server(self, host, tcp_port, None)
+            self._servers.append(server)
+            self.tcp_address = server.sockets[0].getsockname()[:2]
+            self.endpoint.local_addresses.setdefault("tcp", (via_host, self.tcp_address[1]))
+        if tls_port is not None:
+            if not certfile or not keyfile:
+                raise ValueError("TLS needs a certificate and a key file")
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(certfile, keyfile)
+            server = await start_stream_server(self, host, tls_port, context)
+            self._servers.append(server)
+            self.tls_address = server.sockets[0].getsockname()[:2]
+            self.endpoint.local_addresses.setdefault("tls", (via_host, self.tls_address[1]))
+        self._sweeper = loop.call_later(1.0, self._sweep)
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for server in self._servers:
+            server.close()
+        for connection in list(self._connections.values()):
+            connection.close()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
+        for task in list(self._tasks):
+            task.cancel()
+        for waiter in self._waiters.values():
+            if not waiter.done():
+                waiter.cancel()
+
+    # ------------------------------------------------------------------ commands for the application
+
+    def respond(self, transaction: TransactionKey, response: Response) -> None:
+        self.endpoint.respond(transaction, response, self.now())
+        self.flush()
+
+    def send_request(self, request: Request, destination: TransportAddress) -> TransactionKey:
+        key = self.endpoint.send_request(request, destination, self.now())
+        self.flush()
+        return key
+
+    async def request(self, request: Request, destination: TransportAddress) -> Response:
+        """Send ``request`` and wait for its final response (raises TimeoutError/ConnectionError)."""
+        key = self.endpoint.send_request(request, destination, self.now())
+        waiter: asyncio.Future[Response] = self.loop.create_future()
+        self._waiters[key] = waiter
+        self.flush()
+        try:
+            return await waiter
+        finally:
+            self._waiters.pop(key, None)
+
+    def send_stateless(self, message: SipMessage, destination: TransportAddress) -> None:
+        self.endpoint.send_stateless(message, destination)
+        self.flush()
+
+    # ------------------------------------------------------------------ input from the transports
+
+    def receive(self, data: bytes, source: TransportAddress) -> None:
+        self.endpoint.receive(data, source, self.now())
+        self.flush()
+
+    def register_connection(self, connection: Connection) -> bool:
+        """A new flow; ``False`` when over the connection limit (the caller must close it)."""
+        if len(self._connections) >= self.max_connections:
+            self.stats.connections_refused += 1
+            return False
+        self._connections[connection.connection_id] = connection
+        host, port = connection.peer
+        self._by_peer[(connection.transport_name, host, port)] = connection.connection_id
+        self.stats.connections_opened += 1
+        return True
+
+    def unregister_connection(self, connection: Connection) -> None:
+        if self._connections.pop(connection.connection_id, None) is not None:
+            self.stats.connections_closed += 1
+            host, port = connection.peer
+            key = (connection.transport_name, host, port)
+            if self._by_peer.get(key) == connection.connection_id:
+                del self._by_peer[key]
+
+    def next_connection_id(self, transport: str) -> str:
+        self._connection_counter += 1
+        return f"{transport}-{self._connection_counter}"
+
+    @property
+    def connections(self) -> dict[str, Connection]:
+        return self._connections
+
+    # ------------------------------------------------------------------ flushing
+
+    def flush(self) -> None:
+        endpoint = self.endpoint
+        for data, destination in endpoint.datagrams_to_send():
+            self._send(data, destination)
+        while (event := endpoint.next_event()) is not None:
+            self._dispatch(event)
+        # the application may have answered: send that too, then re-arm the one timer
+        for data, destination in endpoint.datagrams_to_send():
+            self._send(data, destination)
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        deadline = self.endpoint.get_timer()
+        if deadline == self._timer_deadline:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_deadline = deadline
+        if deadline is not None:
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_deadline = None
+        self.endpoint.handle_timer(self.now())
+        self.flush()
+
+    def _dispatch(self, event: Event) -> None:
+        if isinstance(event, ResponseReceived | TransactionTimeout | TransportError):
+            key = event.transaction
+            waiter = self._waiters.get(key) if key is not None else None
+            if waiter is not None and not waiter.done():
+                if isinstance(event, ResponseReceived):
+                    if event.response.code >= 200:
+                        waiter.set_result(event.response)
+                    return
+                if isinstance(event, TransactionTimeout):
+                    waiter.set_exception(TimeoutError(f"no final response (Timer {event.timer})"))
+                else:
+                    waiter.set_exception(ConnectionError(event.reason))
+                return
+        if self.application is None:
+            return
+        try:
+            outcome = self.application.on_event(event, self)
+        except Exception:
+            self.stats.application_errors += 1
+            log.exception("SIP application failed on %s", type(event).__name__)
+            return
+        if outcome is not None:
+            task = asyncio.ensure_future(outcome)
+            self._tasks.add(task)
+            task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.stats.application_errors += 1
+            log.error("SIP application task failed", exc_info=task.exception())
+
+    # ------------------------------------------------------------------ output
+
+    def _send(self, data: bytes, destination: TransportAddress) -> None:
+        if destination.transport == "udp":
+            if self._udp is None:
+                self._fail(destination, "no UDP listener")
+                return
+            try:
+                self._udp.sendto(data, (destination.host, destination.port))
+            except OSError as error:
+                self._fail(destination, str(error))
+                return
+            self.stats.udp_datagrams_out += 1
+            return
+        connection = None
+        if destination.connection_id is not None:
+            connection = self._connections.get(destination.connection_id)
+        if connection is None:
+            connection_id = self._by_peer.get((destination.transport, destination.host, destination.port))
+            connection = self._connections.get(connection_id) if connection_id else None
+        if connection is not None:
+            connection.write_message(data)
+            self.stats.stream_messages_out += 1
+            return
+        if destination.transport in ("tcp", "tls"):
+            self._spawn(self._connect_and_send(data, destination))
+        else:  # a WebSocket client can only be reached over the connection it opened
+            self._fail(destination, "websocket connection is gone")
+
+    async def _connect_and_send(self, data: bytes, destination: TransportAddress) -> None:
+        try:
+            connection = await connect_stream(self, destination)
+        except (OSError, ssl.SSLError) as error:
+            self._fail(destination, f"connect failed: {error}")
+            return
+        connection.write_message(data)
+        self.stats.stream_messages_out += 1
+
+    def _fail(self, destination: TransportAddress, reason: str) -> None:
+        self.stats.send_failures += 1
+        self.endpoint.transport_error(destination, reason, self.now())
+        self.flush()
+
+    def _spawn(self, coroutine: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    # ------------------------------------------------------------------ slow and idle peers
+
+    def _sweep(self) -> None:
+        now = self.now()
+        for connection in list(self._connections.values()):
+            check: Callable[[float], str | None] | None = getattr(connection, "timeout_reason", None)
+            reason = check(now) if check is not None else None
+            if reason == "slow":
+                self.stats.slow_peers_closed += 1
+                connection.close()
+            elif reason == "idle":
+                self.stats.idle_connections_closed += 1
+                connection.close()
+        self._sweeper = self.loop.call_later(1.0, self._sweep)
+
+
+def _via_host(host: str) -> str:
+    """The host to write in our Via: the listen address, unless it is a wildcard."""
+    if host in ("0.0.0.0", "::", ""):
+        try:
+            return socket.gethostbyname(socket.gethostname())
+        except OSError:
+            return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host

@@ -1,0 +1,287 @@
+"""SIP transports on loopback with ephemeral ports: UDP, TCP, TLS, WebSocket and a real sipsak."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import shutil
+import socket
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from signaling.sip.endpoint import SipEndpoint
+from signaling.sip.message import Request, Response, build_request, parse_message, serialize
+from signaling.sip.routing import TransportAddress
+from signaling.sip.timers import TimerSettings
+from signaling.transport.application import SipRouter
+from signaling.transport.hub import SipTransportHub
+from signaling.transport.websocket import sip_websocket_handler
+
+HOST = "127.0.0.1"
+
+
+def options(transport: str, port: int, *, method: str = "OPTIONS", branch: str = "z9hG4bKint1") -> bytes:
+    request = build_request(
+        method,
+        f"sip:edge@{HOST}",
+        from_uri="<sip:tester@example.com>",
+        to_uri="<sip:edge@example.com>",
+        via_host=HOST,
+        via_port=port,
+        via_transport=transport,
+        branch=branch,
+    )
+    return serialize(request)
+
+
+@pytest.fixture
+async def hub() -> AsyncIterator[SipTransportHub]:
+    server = SipTransportHub(SipEndpoint(), application=SipRouter(), message_timeout=0.5)
+    await server.start(HOST, udp_port=0, tcp_port=0)
+    yield server
+    await server.stop()
+
+
+def udp_exchange(port: int, payload: bytes, timeout: float = 2.0) -> bytes | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        sock.bind((HOST, 0))
+        sock.sendto(payload, (HOST, port))
+        try:
+            return sock.recv(65_536)
+        except TimeoutError:
+            return None
+
+
+async def read_response(reader: asyncio.StreamReader) -> Response:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2.0)
+    message = parse_message(head)
+    assert isinstance(message, Response)
+    return message
+
+
+async def test_options_over_udp_gets_200_with_capabilities(hub: SipTransportHub) -> None:
+    assert hub.udp_address is not None
+    reply = await asyncio.to_thread(udp_exchange, hub.udp_address[1], options("UDP", 5999))
+    assert reply is not None
+    response = parse_message(reply)
+    assert isinstance(response, Response) and response.code == 200
+    assert "OPTIONS" in (response.headers.get("Allow") or "")
+    assert response.headers.get("Accept") == "application/sdp"
+    assert response.headers.get("Supported") is not None
+    assert hub.stats.udp_datagrams_in == 1 and hub.endpoint.stats.requests_in == 1
+
+
+async def test_unknown_method_501_and_unhandled_method_405(hub: SipTransportHub) -> None:
+    assert hub.udp_address is not None
+    port = hub.udp_address[1]
+    reply = await asyncio.to_thread(udp_exchange, port, options("UDP", 5999, method="FROBNICATE"))
+    assert reply is not None and reply.startswith(b"SIP/2.0 501 ")
+    reply = await asyncio.to_thread(
+        udp_exchange, port, options("UDP", 5999, method="REGISTER", branch="z9hG4bKr")
+    )
+    assert reply is not None and reply.startswith(b"SIP/2.0 405 ")
+    assert b"Allow: " in reply
+
+
+async def test_garbage_datagram_gets_400_or_nothing(hub: SipTransportHub) -> None:
+    assert hub.udp_address is not None
+    port = hub.udp_address[1]
+    assert await asyncio.to_thread(udp_exchange, port, b"\x00\xffgarbage\r\n\r\n", 0.5) is None
+    broken = options("UDP", 5999).replace(b"CSeq: 1 OPTIONS", b"CSeq: one OPTIONS")
+    reply = await asyncio.to_thread(udp_exchange, port, broken)
+    assert reply is not None and reply.startswith(b"SIP/2.0 400 ")
+    assert hub.endpoint.stats.parse_errors == 2 and hub.endpoint.stats.bad_requests_sent == 1
+    # the server is still answering
+    reply = await asyncio.to_thread(udp_exchange, port, options("UDP", 5999, branch="z9hG4bKafter"))
+    assert reply is not None and reply.startswith(b"SIP/2.0 200 ")
+
+
+async def test_options_over_tcp_reuses_the_connection_and_answers_keepalives(hub: SipTransportHub) -> None:
+    assert hub.tcp_address is not None
+    reader, writer = await asyncio.open_connection(HOST, hub.tcp_address[1])
+    try:
+        writer.write(options("TCP", 5999))
+        response = await read_response(reader)
+        assert response.code == 200
+        writer.write(b"\r\n\r\n")  # RFC 5626 ping
+        assert await asyncio.wait_for(reader.readexactly(2), 2.0) == b"\r\n"
+        # two messages in one segment, the second split across writes
+        second = options("TCP", 5999, branch="z9hG4bKtcp2")
+        third = options("TCP", 5999, branch="z9hG4bKtcp3")
+        writer.write(second + third[:20])
+        await writer.drain()
+        writer.write(third[20:])
+        assert (await read_response(reader)).code == 200
+        assert (await read_response(reader)).code == 200
+        assert hub.stats.connections_opened == 1 and len(hub.connections) == 1
+    finally:
+        writer.close()
+
+
+async def test_oversized_tcp_message_closes_the_connection(hub: SipTransportHub) -> None:
+    assert hub.tcp_address is not None
+    reader, writer = await asyncio.open_connection(HOST, hub.tcp_address[1])
+    huge = options("TCP", 5999).replace(b"Content-Length: 0", b"Content-Length: 100000")
+    writer.write(huge)
+    assert await asyncio.wait_for(reader.read(), 2.0) == b""  # EOF: closed by the server
+    assert hub.stats.framing_errors == 1
+    writer.close()
+
+
+async def test_slow_tcp_peer_is_disconnected(hub: SipTransportHub) -> None:
+    assert hub.tcp_address is not None
+    reader, writer = await asyncio.open_connection(HOST, hub.tcp_address[1])
+    writer.write(b"OPTIONS sip:edge@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP")  # and then nothing
+    assert await asyncio.wait_for(reader.read(), 4.0) == b""
+    assert hub.stats.slow_peers_closed == 1
+    writer.close()
+
+
+def make_certificate(directory: Path) -> tuple[str, str]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return str(cert_path), str(key_path)
+
+
+async def test_options_over_tls(tmp_path: Path) -> None:
+    cert, key = make_certificate(tmp_path)
+    server = SipTransportHub(SipEndpoint(), application=SipRouter())
+    await server.start(HOST, udp_port=None, tcp_port=None, tls_port=0, certfile=cert, keyfile=key)
+    try:
+        assert server.tls_address is not None
+        client_context = ssl.create_default_context(cafile=cert)
+        client_context.check_hostname = False
+        reader, writer = await asyncio.open_connection(HOST, server.tls_address[1], ssl=client_context)
+        writer.write(options("TLS", 5999))
+        assert (await read_response(reader)).code == 200
+        writer.close()
+    finally:
+        await server.stop()
+
+
+async def test_options_over_websocket_needs_the_sip_subprotocol(hub: SipTransportHub) -> None:
+    app = web.Application()
+    app.router.add_get("/sip", sip_websocket_handler(hub))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, HOST, 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://{HOST}:{port}/sip") as plain:
+                assert plain.status == 400
+            async with session.ws_connect(f"ws://{HOST}:{port}/sip", protocols=("sip",)) as ws:
+                assert ws.protocol == "sip"
+                request = options("WS", 0).replace(f"{HOST}:0".encode(), b"df7jal23ls0d.invalid")
+                await ws.send_str(request.decode())
+                reply = await asyncio.wait_for(ws.receive(), 2.0)
+                assert reply.type == aiohttp.WSMsgType.TEXT
+                assert reply.data.startswith("SIP/2.0 200 ")
+                assert "received=127.0.0.1" in reply.data
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.skipif(shutil.which("sipsak") is None, reason="sipsak is not installed")
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_sipsak_options_gets_200(hub: SipTransportHub, transport: str) -> None:
+    address = hub.udp_address if transport == "udp" else hub.tcp_address
+    assert address is not None
+    process = await asyncio.create_subprocess_exec(
+        "sipsak",
+        "-s",
+        f"sip:edge@{HOST}:{address[1]}",
+        "-H",
+        HOST,
+        f"--transport={transport}",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), 20.0)
+    assert process.returncode == 0, output.decode(errors="replace")
+    assert hub.endpoint.stats.requests_in >= 1
+
+
+def outgoing_options(transport: str, target_port: int) -> Request:
+    return build_request(
+        "OPTIONS",
+        f"sip:edge@{HOST}:{target_port}",
+        from_uri="<sip:probe@example.com>",
+        to_uri=f"<sip:edge@{HOST}>",
+        via_host=HOST,
+        via_port=0,
+        via_transport=transport,
+    )
+
+
+async def test_hub_to_hub_requests_over_udp_and_tcp(hub: SipTransportHub) -> None:
+    assert hub.udp_address is not None and hub.tcp_address is not None
+    client = SipTransportHub(SipEndpoint(timers=TimerSettings(t1=0.05)), application=SipRouter())
+    await client.start(HOST, udp_port=0, tcp_port=0)
+    try:
+        request = outgoing_options("UDP", hub.udp_address[1])
+        request.headers.remove("Via")  # the endpoint writes its own Via for the chosen transport
+        response = await asyncio.wait_for(
+            client.request(request, TransportAddress("udp", HOST, hub.udp_address[1])), 5.0
+        )
+        assert response.code == 200
+        request = outgoing_options("TCP", hub.tcp_address[1])
+        request.headers.remove("Via")
+        response = await asyncio.wait_for(
+            client.request(request, TransportAddress("tcp", HOST, hub.tcp_address[1])), 5.0
+        )
+        assert response.code == 200
+        assert client.stats.connections_opened == 1  # the answer came back over our connection
+        assert hub.stats.connections_opened == 1
+    finally:
+        await client.stop()
+
+
+async def test_hub_request_times_out_or_fails_cleanly() -> None:
+    client = SipTransportHub(SipEndpoint(timers=TimerSettings(t1=0.01)), application=SipRouter())
+    await client.start(HOST, udp_port=0, tcp_port=None)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((HOST, 0))
+        dead_port = probe.getsockname()[1]  # bound, not listening: connections are refused
+        try:
+            request = outgoing_options("UDP", dead_port)
+            request.headers.remove("Via")
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(client.request(request, TransportAddress("udp", HOST, dead_port)), 5.0)
+            request = outgoing_options("TCP", dead_port)
+            request.headers.remove("Via")
+            client.endpoint.local_addresses["tcp"] = (HOST, 5060)
+            with pytest.raises(ConnectionError):
+                await asyncio.wait_for(client.request(request, TransportAddress("tcp", HOST, dead_port)), 5.0)
+            assert client.endpoint.active_transactions == 0
+        finally:
+            await client.stop()
