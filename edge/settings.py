@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     # Signs digest nonces. Every node of a cluster needs the same value so that any node accepts a nonce
     # another issued; None = a random secret per process (fine for one node).
     digest_secret: str | None = Field(None, min_length=16)
+    # Digest algorithms offered, one challenge header each, in this order (RFC 8760: strongest first).
+    # UAs that read only the first challenge (SIPp 3.6 among them) need MD5 first or alone.
+    sip_digest_algorithms: str = "SHA-256,MD5"
     # Seconds a credential lookup is cached in the process (password changes apply within this time).
     credential_cache_seconds: float = Field(30.0, ge=0)
     sip_max_message_bytes: int = Field(65536, ge=1024, le=16 * 1024 * 1024)
@@ -167,6 +170,15 @@ class Settings(BaseSettings):
         if not self.registrar_min_expires <= self.registrar_default_expires <= self.registrar_max_expires:
             raise ValueError("registrar expiries must satisfy min <= default <= max")
         return self
+
+    @field_validator("sip_digest_algorithms")
+    @classmethod
+    def _algorithms(cls, value: str) -> str:
+        names = [part.strip().upper() for part in value.split(",") if part.strip()]
+        unknown = [n for n in names if n not in ("MD5", "SHA-256", "SHA-512-256")]
+        if not names or unknown:
+            raise ValueError("must list MD5, SHA-256 and/or SHA-512-256, comma-separated")
+        return ",".join(names)
 
     @property
     def flood_exempt(self) -> frozenset[str]:

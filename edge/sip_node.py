@@ -40,6 +40,7 @@ log = get_logger("uc_edge.sip")
 _ALGORITHMS = {
     DigestAlgorithm.MD5: "MD5",
     DigestAlgorithm.SHA_256: "SHA-256",
+    DigestAlgorithm.SHA_512_256: "SHA-512-256",
 }
 
 
@@ -116,7 +117,8 @@ class SipNode:
             )
         )
         secret = (s.digest_secret or os.urandom(32).hex()).encode()
-        self.authenticator = DigestAuthenticator(s.sip_realm, secret)
+        algorithms = [DigestAlgorithm(name) for name in s.sip_digest_algorithms.split(",")]
+        self.authenticator = DigestAuthenticator(s.sip_realm, secret, algorithms=algorithms)
         self.router = SipRouter()
         self.hub = GuardedHub(
             self.endpoint, self.flood, application=self.router, max_stream_message=s.sip_max_message_bytes
@@ -223,7 +225,7 @@ class SipNode:
             hub.respond(event.transaction, build_response(event.request, 500, headers=[("Retry-After", "5")]))
             self.registrar_stats["rejections"] += 1
             return
-        code = result.response.status_code
+        code = result.response.code
         if code == 200:
             self.registrar_stats["registrations"] += 1
         elif code != 401:
