@@ -58,7 +58,9 @@ async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     from storage.postgres.migrate import MigrationError, migrate
 
     try:
-        report = await migrate(settings.db_dsn, settings.domain_databases)
+        report = await migrate(
+            settings.db_dsn, settings.domain_databases, migrations_dir=settings.migrations_dir
+        )
     except MigrationError as exc:
         raise CommandError(str(exc)) from None
     print(report.summary() if hasattr(report, "summary") else report)
@@ -84,11 +86,25 @@ async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _accounts(settings: Settings, args: argparse.Namespace) -> int:
+    from storage.ports import AccountExists
     from storage.postgres.accounts import open_account_store
+    from storage.postgres.errors import DatabaseUnavailable
 
+    try:
+        await _accounts_in(settings, args, open_account_store)
+    except (AccountExists, ValueError) as exc:
+        raise CommandError(str(exc)) from None
+    except DatabaseUnavailable as exc:
+        raise CommandError(f"{exc} — then run `uc-edge migrate`") from None
+    return EXIT_OK
+
+
+async def _accounts_in(settings: Settings, args: argparse.Namespace, open_account_store: Any) -> None:
     async with open_account_store(settings.database_dsn(settings.db_accounts)) as store:
         if args.accounts_command == "add":
-            account = await store.add_sip_account(args.user, args.password, settings.sip_realm, email=args.email)
+            account = await store.add_sip_account(
+                args.user, args.password, settings.sip_realm, email=args.email
+            )
             print(f"added SIP user {args.user} (realm {settings.sip_realm}, account {account.account_id})")
         elif args.accounts_command == "list":
             accounts = await store.list_sip_accounts()
@@ -100,7 +116,6 @@ async def _accounts(settings: Settings, args: argparse.Namespace) -> int:
             if not await store.remove_sip_account(args.user, settings.sip_realm):
                 raise CommandError(f"no SIP user {args.user!r} in realm {settings.sip_realm!r}")
             print(f"removed SIP user {args.user}")
-    return EXIT_OK
 
 
 # --- registrations --------------------------------------------------------------------------------------
@@ -123,8 +138,13 @@ async def _registrations(settings: Settings, args: argparse.Namespace) -> int:
         for aor in aors:
             for binding in await store.list_bindings(aor):
                 remaining = int(binding.expires_at - now)
-                via = f"{binding.received.transport}:{binding.received.host}:{binding.received.port}" if binding.received else "-"
-                print(f"{aor}\t{binding.contact_uri}\texpires in {remaining}s\tfrom {via}\t{binding.user_agent or ''}")
+                via = (
+                    f"{binding.received.transport}:{binding.received.host}:{binding.received.port}"
+                    if binding.received
+                    else "-"
+                )
+                agent = binding.user_agent or ""
+                print(f"{aor}\t{binding.contact_uri}\texpires in {remaining}s\tfrom {via}\t{agent}")
     finally:
         await client.aclose()
     return EXIT_OK
@@ -196,12 +216,16 @@ def build_parser() -> argparse.ArgumentParser:
         "hash are stored, never the plain password.",
     )
     acc_sub = accounts.add_subparsers(dest="accounts_command", metavar="ACTION", required=True)
-    add = acc_sub.add_parser("add", help="add a SIP user", description="Add a SIP user in the configured realm.")
+    add = acc_sub.add_parser(
+        "add", help="add a SIP user", description="Add a SIP user in the configured realm."
+    )
     add.add_argument("user", help="SIP user name (the user part of sip:USER@domain)")
     add.add_argument("--password", required=True, help="the user's SIP password")
     add.add_argument("--email", help="contact e-mail stored on the account")
     acc_sub.add_parser("list", help="list SIP users", description="List SIP users of every realm.")
-    remove = acc_sub.add_parser("remove", help="remove a SIP user", description="Remove a SIP user's credentials.")
+    remove = acc_sub.add_parser(
+        "remove", help="remove a SIP user", description="Remove a SIP user's credentials."
+    )
     remove.add_argument("user")
     accounts.set_defaults(handler=_async(_accounts))
 
@@ -210,7 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="list current SIP registrations",
         description="List the registrar's current bindings (from Redis), with time to expiry.",
     )
-    registrations.add_argument("--limit", type=int, default=1000, help="at most this many AORs (default 1000)")
+    registrations.add_argument(
+        "--limit", type=int, default=1000, help="at most this many AORs (default 1000)"
+    )
     registrations.set_defaults(handler=_async(_registrations))
 
     doctor = sub.add_parser(
@@ -265,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `uc-edge registrations | head`: the reader left, nothing is wrong
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps interpreter shutdown from writing
+        sys.stdout = open(os.devnull, "w")  # interpreter shutdown must not write
         return EXIT_OK
 
 

@@ -11,10 +11,9 @@ from edge.settings import Settings
 
 
 def check_python() -> Check:
+    # Below 3.11 this package does not import at all, so there is only the version to report.
     version = ".".join(map(str, sys.version_info[:3]))
-    if sys.version_info < (3, 11):
-        return Check("python", False, f"Python {version}", "use Python 3.11 or newer (make run sets up .venv)")
-    return Check("python", True, f"Python {version}")
+    return Check("python", True, f"Python {version} ({sys.executable})")
 
 
 def check_libopus() -> Check:
@@ -48,7 +47,9 @@ async def check_migrations(settings: Settings) -> Check:
     try:
         from storage.postgres.migrate import migration_status
 
-        status = await migration_status(settings.db_dsn, settings.domain_databases)
+        status = await migration_status(
+            settings.db_dsn, settings.domain_databases, migrations_dir=settings.migrations_dir
+        )
     except Exception as exc:
         return Check("migrations", False, f"cannot read migration status ({exc})", "run `uc-edge migrate`")
     pending = {domain: names for domain, names in status.pending.items() if names}

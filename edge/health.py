@@ -165,7 +165,9 @@ async def _timed(name: str, check: Awaitable[Check]) -> Check:
         result = await asyncio.wait_for(check, CHECK_TIMEOUT_SECONDS + 2)
     except Exception as exc:
         result = Check(name, False, f"{name} check failed: {_reason(exc)}", "see the server log")
-    return Check(result.name, result.ok, result.detail, result.fix, time.perf_counter() - started, result.extra)
+    return Check(
+        result.name, result.ok, result.detail, result.fix, time.perf_counter() - started, result.extra
+    )
 
 
 CheckFactory = Callable[[Settings], Awaitable[Check]]

@@ -22,8 +22,10 @@ async def serve(settings: Settings) -> int:
         await node.start()
     except OSError as exc:
         await node.stop()
-        print(f"uc-edge: cannot listen: {exc.strerror or exc} — is another server on that port? "
-              "Change UC_EDGE_SIP_*_PORT / UC_EDGE_HTTP_PORT")
+        print(
+            f"uc-edge: cannot listen: {exc.strerror or exc} — is another server on that port? "
+            "Change UC_EDGE_SIP_*_PORT / UC_EDGE_HTTP_PORT"
+        )
         return 1
     for line in node.endpoint_lines():
         print(line, flush=True)

@@ -199,7 +199,9 @@ class SipNode:
             return False
         self.hub.rejected_sources.discard(key)
         if event.transaction is not None:
-            self.hub.respond(event.transaction, build_response(event.request, 503, headers=[("Retry-After", "60")]))
+            self.hub.respond(
+                event.transaction, build_response(event.request, 503, headers=[("Retry-After", "60")])
+            )
         return True
 
     def _on_options(self, event: RequestReceived, hub: SipTransportHub) -> None:
@@ -208,7 +210,11 @@ class SipNode:
         response = build_response(
             event.request,
             200,
-            headers=[("Allow", self.router.allow), ("Accept", "application/sdp"), ("Supported", "path, outbound")],
+            headers=[
+                ("Allow", self.router.allow),
+                ("Accept", "application/sdp"),
+                ("Supported", "path, outbound"),
+            ],
         )
         hub.respond(event.transaction, response)
 
@@ -230,7 +236,13 @@ class SipNode:
             self.registrar_stats["registrations"] += 1
         elif code != 401:
             self.registrar_stats["rejections"] += 1
-            log.info("register refused", aor=result.aor, status=code, reason=result.reason, source=event.source.host)
+            log.info(
+                "register refused",
+                aor=result.aor,
+                status=code,
+                reason=result.reason,
+                source=event.source.host,
+            )
         hub.respond(event.transaction, result.response)
 
     # --- where we listen ------------------------------------------------------------------------------

@@ -13,7 +13,9 @@ ROOT = Path(__file__).resolve().parents[2]
 UC_EDGE = [sys.executable, "-m", "edge.cli"]
 
 
-def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("UC_EDGE_")}
     full_env.update(env or {})
     return subprocess.run(
@@ -23,7 +25,16 @@ def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> s
 
 @pytest.mark.parametrize(
     "args",
-    [(), ("serve",), ("migrate",), ("accounts",), ("accounts", "add"), ("doctor",), ("registrations",), ("consume",)],
+    [
+        (),
+        ("serve",),
+        ("migrate",),
+        ("accounts",),
+        ("accounts", "add"),
+        ("doctor",),
+        ("registrations",),
+        ("consume",),
+    ],
 )
 def test_every_command_has_help(args: tuple[str, ...]) -> None:
     result = run(*args, "--help")

@@ -1,0 +1,1 @@
+"""Kafka consumers of uc-edge events: a reusable idempotent base and the billing consumer."""

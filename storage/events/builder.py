@@ -1,0 +1,77 @@
+"""Build event envelopes, and the outbox row fields that carry them to Kafka."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from storage.events.catalogue import CURRENT_SCHEMA_VERSION, DEFAULT_TOPICS, EventTopics, EventType, key_field
+from storage.events.validation import EventValidationError, validate_event
+
+
+def format_timestamp(moment: dt.datetime) -> str:
+    """RFC 3339 in UTC with a ``Z`` suffix (microseconds kept when present)."""
+    if moment.tzinfo is None:
+        raise EventValidationError(f"timestamp {moment!r} has no time zone; pass an aware datetime")
+    text = moment.astimezone(dt.UTC).isoformat()
+    return text.removesuffix("+00:00") + "Z"
+
+
+def make_event(
+    event_type: EventType | str,
+    *,
+    payload: Mapping[str, Any],
+    correlation_id: str,
+    node_id: str,
+    call_id: str | None = None,
+    conf_session_id: str | None = None,
+    occurred_at: dt.datetime | None = None,
+    event_id: uuid.UUID | None = None,
+) -> dict[str, Any]:
+    """A validated envelope; raises :class:`EventValidationError` naming the field that is wrong."""
+    try:
+        kind = EventType(event_type)
+    except ValueError:
+        raise EventValidationError(f"unknown event type {event_type!r}") from None
+    envelope: dict[str, Any] = {
+        "event_id": str(event_id or uuid.uuid4()),
+        "type": kind.value,
+        "schema_version": CURRENT_SCHEMA_VERSION[kind],
+        "occurred_at": format_timestamp(occurred_at or dt.datetime.now(dt.UTC)),
+        "correlation_id": correlation_id,
+        "node_id": node_id,
+        "payload": dict(payload),
+    }
+    if call_id is not None:
+        envelope["call_id"] = call_id
+    if conf_session_id is not None:
+        envelope["conf_session_id"] = conf_session_id
+    validate_event(envelope)
+    return envelope
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """The columns of one ``outbox`` row (besides the ones the database fills in)."""
+
+    event_id: uuid.UUID
+    topic: str
+    partition_key: str
+    event_type: str
+    envelope: dict[str, Any]
+
+
+def outbox_entry(envelope: Mapping[str, Any], topics: EventTopics = DEFAULT_TOPICS) -> OutboxEntry:
+    """Route a valid envelope: its topic by type, its partition key by ``call_id``/``conf_session_id``."""
+    validate_event(envelope)
+    event_type = EventType(envelope["type"])
+    return OutboxEntry(
+        event_id=uuid.UUID(envelope["event_id"]),
+        topic=topics.for_type(event_type),
+        partition_key=envelope[key_field(event_type)],
+        event_type=event_type.value,
+        envelope=dict(envelope),
+    )

@@ -1,0 +1,60 @@
+"""Which event types exist, which topic each goes to and which identifier keys its partition.
+
+Events of one call (or one conference session) share a partition key so Kafka keeps them in order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class EventType(StrEnum):
+    CALL_STARTED = "call.started"
+    CALL_ANSWERED = "call.answered"
+    CALL_ENDED = "call.ended"
+    CALL_LEG_CREATED = "call.leg.created"
+    CALL_LEG_STATE_CHANGED = "call.leg.state_changed"
+    CALL_ROUTING_ATTEMPTED = "call.routing.attempted"
+    CALL_QUALITY_REPORTED = "call.quality.reported"
+    CDR_CREATED = "cdr.created"
+    CONFERENCE_SESSION_STARTED = "conference.session.started"
+    CONFERENCE_SESSION_ENDED = "conference.session.ended"
+    CONFERENCE_PARTICIPANT_JOINED = "conference.participant.joined"
+    CONFERENCE_PARTICIPANT_LEFT = "conference.participant.left"
+    CONFERENCE_RECORDING_COMPLETED = "conference.recording.completed"
+
+
+# The schema version a producer writes today, per type (a reader may accept older ones).
+CURRENT_SCHEMA_VERSION: dict[EventType, int] = {event_type: 1 for event_type in EventType}
+
+
+@dataclass(frozen=True)
+class EventTopics:
+    """Kafka topic names per event family; tests and deployments can rename them (e.g. a prefix)."""
+
+    call: str = "call-events"
+    cdr: str = "cdr-events"
+    conf: str = "conf-events"
+
+    def with_prefix(self, prefix: str) -> EventTopics:
+        return EventTopics(call=prefix + self.call, cdr=prefix + self.cdr, conf=prefix + self.conf)
+
+    def for_type(self, event_type: EventType | str) -> str:
+        family = _family(EventType(event_type))
+        return {"call": self.call, "cdr": self.cdr, "conference": self.conf}[family]
+
+    def all(self) -> tuple[str, str, str]:
+        return (self.call, self.cdr, self.conf)
+
+
+DEFAULT_TOPICS = EventTopics()
+
+
+def key_field(event_type: EventType | str) -> str:
+    """The envelope field whose value is the partition key: ``call_id`` or ``conf_session_id``."""
+    return "conf_session_id" if _family(EventType(event_type)) == "conference" else "call_id"
+
+
+def _family(event_type: EventType) -> str:
+    return event_type.value.split(".", 1)[0]

@@ -1,0 +1,152 @@
+"""A shared aiokafka producer for the outbox relays: started lazily, restarted after it fails.
+
+Sends are pipelined (``send()`` enqueues, the futures are awaited afterwards, in order): one
+``send_and_wait`` at a time runs at ~160 msg/s on Tansu.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+)
+
+log = logging.getLogger(__name__)
+
+
+class PublisherUnavailable(Exception):
+    """The producer could not connect to the brokers."""
+
+
+class NotAttempted(Exception):
+    """A message left unsent because an earlier message of its key failed."""
+
+
+# Failures that concern one message, not the broker: retrying the batch now would fail the same way.
+MESSAGE_REJECTIONS: tuple[type[BaseException], ...] = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    InvalidTopicError,
+    ValueError,
+    TypeError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundMessage:
+    topic: str
+    key: bytes
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...]
+
+
+@dataclass(frozen=True)
+class ProducerSettings:
+    bootstrap_servers: str
+    # Off for Tansu (it fails idempotent producers at start); on for a real Kafka cluster.
+    enable_idempotence: bool = False
+    client_id: str = "uc-edge-outbox"
+    linger_ms: int = 5
+    max_batch_size: int = 256 * 1024
+    max_request_size: int = 1024 * 1024
+    compression_type: str | None = None
+    request_timeout_ms: int = 15_000
+
+
+class KafkaPublisher:
+    def __init__(self, settings: ProducerSettings) -> None:
+        self.settings = settings
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+
+    async def _started(self) -> AIOKafkaProducer:
+        async with self._lock:
+            if self._producer is None:
+                s = self.settings
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=s.bootstrap_servers,
+                    client_id=s.client_id,
+                    acks="all",
+                    enable_idempotence=s.enable_idempotence,
+                    linger_ms=s.linger_ms,
+                    max_batch_size=s.max_batch_size,
+                    max_request_size=s.max_request_size,
+                    compression_type=s.compression_type,
+                    request_timeout_ms=s.request_timeout_ms,
+                )
+                try:
+                    await producer.start()
+                except (KafkaError, OSError) as exc:
+                    await _stop_quietly(producer)
+                    raise PublisherUnavailable(
+                        f"cannot reach Kafka at {s.bootstrap_servers}: {type(exc).__name__}: {exc}"
+                    ) from exc
+                self._producer = producer
+            return self._producer
+
+    async def send_in_order(self, messages: Sequence[OutboundMessage]) -> list[BaseException | None]:
+        """Publish ``messages`` pipelined; one outcome per message (``None`` = acknowledged).
+
+        A message the broker or client rejects for itself (too large, bad topic name) fails its key: later
+        messages of that key are not sent, so nothing overtakes it. A broker that cannot be reached stops
+        the whole batch (each further send would only wait for the same timeout).
+        """
+        producer = await self._started()
+        pending: list[asyncio.Future[object] | BaseException] = []
+        failed_keys: dict[bytes, BaseException] = {}
+        unreachable: BaseException | None = None
+        for message in messages:
+            if unreachable is not None:
+                pending.append(unreachable)
+                continue
+            if message.key in failed_keys:
+                pending.append(NotAttempted(f"an earlier message of key {message.key!r} failed"))
+                continue
+            try:
+                pending.append(
+                    await producer.send(
+                        message.topic, value=message.value, key=message.key, headers=list(message.headers)
+                    )
+                )
+            except MESSAGE_REJECTIONS as exc:
+                failed_keys[message.key] = exc
+                pending.append(exc)
+            except (KafkaError, OSError) as exc:
+                unreachable = exc
+                pending.append(exc)
+        outcomes: list[BaseException | None] = []
+        for item in pending:
+            if isinstance(item, BaseException):
+                outcomes.append(item)
+                continue
+            try:
+                await item
+                outcomes.append(None)
+            except (KafkaError, OSError) as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    async def reset(self) -> None:
+        """Drop the producer (after errors); the next send starts a fresh one."""
+        async with self._lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            await _stop_quietly(producer)
+
+    async def close(self) -> None:
+        await self.reset()
+
+
+async def _stop_quietly(producer: AIOKafkaProducer) -> None:
+    try:
+        await producer.stop()
+    except (KafkaError, OSError) as exc:
+        log.debug("stopping a failed Kafka producer raised %r", exc)

@@ -1,0 +1,410 @@
+"""The outbox relay: publishes the rows of one domain database's ``outbox`` table to Kafka.
+
+One relay task runs per domain database (``run_outbox_relays``); several nodes may run relays on the same
+databases at once. A cycle claims a batch under a lease (``claimed_by``/``claimed_until``, with
+``FOR UPDATE SKIP LOCKED``), publishes it pipelined with ``acks='all'``, and marks the acknowledged rows
+sent. A relay that dies mid-batch leaves leased rows that any relay reclaims once the lease runs out; rows
+published but not yet marked are then published again (at-least-once: consumers deduplicate by event id).
+
+Order per key: rows of a key are published in ``id`` order. The claim skips any row whose key has an
+earlier unsent row outside the batch (see ``sql/outbox.sql``), so two relays never hold rows of one key at
+the same time, and after a failed send only the acknowledged prefix of each key is marked sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import structlog
+from aiokafka.errors import KafkaError
+
+from storage.kafka.backoff import Backoff
+from storage.kafka.metrics import RelayMetrics
+from storage.kafka.publisher import (
+    MESSAGE_REJECTIONS,
+    KafkaPublisher,
+    NotAttempted,
+    OutboundMessage,
+    ProducerSettings,
+    PublisherUnavailable,
+)
+from storage.postgres.sql import load_queries
+
+log = structlog.get_logger(__name__)
+
+SQL = load_queries(Path(__file__).resolve().parent / "sql" / "outbox.sql")
+NOTIFY_CHANNEL = "uc_outbox"
+
+# Errors a relay cycle survives by backing off: the database or the broker is away or refused a request.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    KafkaError,
+    PublisherUnavailable,
+)
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    domain: str
+    dsn: str
+    # Written to claimed_by: names the node and process holding a lease (unique per relay by default).
+    relay_id: str = field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+    )
+    batch_size: int = 1000
+    lease_seconds: float = 60.0
+    poll_interval_seconds: float = 1.0
+    backoff_initial_seconds: float = 0.2
+    backoff_max_seconds: float = 30.0
+    metrics_interval_seconds: float = 5.0
+    # Sent rows are history only; None keeps them forever.
+    sent_retention_seconds: float | None = 7 * 24 * 3600.0
+    purge_interval_seconds: float = 600.0
+    purge_chunk_rows: int = 10_000
+    # Batches published concurrently by one relay (1: strictly one after another).
+    batches_in_flight: int = 2
+    # A row the broker refuses (e.g. too large) is retried this much later; only its key waits.
+    rejected_retry_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.batches_in_flight < 1:
+            raise ValueError(f"batches_in_flight must be >= 1, got {self.batches_in_flight}")
+        if self.poll_interval_seconds <= 0:
+            raise ValueError(f"poll_interval_seconds must be > 0, got {self.poll_interval_seconds}")
+        # The lease must outlive a publish attempt, or a slow relay's rows would be taken over mid-send.
+        if self.lease_seconds <= 0:
+            raise ValueError(f"lease_seconds must be > 0, got {self.lease_seconds}")
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedRow:
+    id: int
+    event_id: str
+    topic: str
+    partition_key: str
+    event_type: str
+    envelope: str
+
+    def message(self) -> OutboundMessage:
+        return OutboundMessage(
+            topic=self.topic,
+            key=self.partition_key.encode(),
+            value=self.envelope.encode(),
+            headers=(("event_type", self.event_type.encode()), ("event_id", self.event_id.encode())),
+        )
+
+
+# Called with the published rows before they are marked sent (tests use it to simulate a crash there).
+AfterPublishHook = Callable[[Sequence[ClaimedRow]], Awaitable[None]]
+
+
+def acknowledged_prefix(rows: Sequence[ClaimedRow], outcomes: Sequence[BaseException | None]) -> list[int]:
+    """Ids safe to mark sent: acknowledged rows with no failed earlier row of the same key in the batch."""
+    failed_keys: set[str] = set()
+    sent: list[int] = []
+    for row, outcome in zip(rows, outcomes, strict=True):
+        if outcome is None and row.partition_key not in failed_keys:
+            sent.append(row.id)
+        else:
+            failed_keys.add(row.partition_key)
+    return sent
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        config: RelayConfig,
+        publisher: KafkaPublisher,
+        *,
+        metrics: RelayMetrics | None = None,
+        after_publish: AfterPublishHook | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.publisher = publisher
+        self._metrics = metrics or RelayMetrics.default()
+        self.after_publish = after_publish
+        self._backoff = Backoff(config.backoff_initial_seconds, config.backoff_max_seconds, rng)
+        self._wakeup = asyncio.Event()
+        self._pool: asyncpg.Pool | None = None
+        self._pool_lock = asyncio.Lock()
+        self._listener: asyncpg.Connection | None = None
+        self._next_metrics_at = 0.0
+        self._next_purge_at = 0.0
+        self.published_total = 0
+
+    # --- running ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Relay until cancelled; survives database and broker outages by backing off."""
+        try:
+            while True:
+                try:
+                    await self._ensure_connected()
+                    await self.drain()
+                    await self._housekeeping()
+                    self._backoff.reset()
+                except TRANSIENT_ERRORS as exc:
+                    delay = self._backoff.next_delay()
+                    self._metrics.failures.labels(self.config.domain, type(exc).__name__).inc()
+                    log.warning(
+                        "outbox relay cycle failed; retrying",
+                        domain=self.config.domain,
+                        relay_id=self.config.relay_id,
+                        error=f"{type(exc).__name__}: {exc}",
+                        retry_in_s=round(delay, 3),
+                        consecutive_failures=self._backoff.failures,
+                    )
+                    if isinstance(exc, KafkaError):
+                        await self.publisher.reset()
+                    await asyncio.sleep(delay)
+                    continue
+                await self._wait_for_work()
+        finally:
+            await self.close()
+
+    async def drain(self) -> int:
+        """Relay batches until nothing is claimable; returns the number of rows marked sent.
+
+        Up to ``batches_in_flight`` batches are published at once (claiming and marking overlap the
+        broker's acknowledgements). Order per key still holds: a batch holds rows of a key only when no
+        other batch holds earlier ones, since those are leased and the claim skips keys behind a lease.
+        """
+        workers = [
+            asyncio.create_task(self._drain_one_by_one()) for _ in range(self.config.batches_in_flight)
+        ]
+        try:
+            await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            for worker in workers:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+        for worker in workers:
+            error = None if worker.cancelled() else worker.exception()
+            if error is not None:
+                raise error
+        return sum(worker.result() for worker in workers)
+
+    async def _drain_one_by_one(self) -> int:
+        total = 0
+        while True:
+            sent, claimed = await self.relay_batch()
+            total += sent
+            if claimed == 0:
+                return total
+
+    async def relay_batch(self) -> tuple[int, int]:
+        """Claim, publish and mark one batch: ``(rows marked sent, rows claimed)``.
+
+        When the broker is unreachable the unsent rows are released and the error raised (the caller
+        backs off). Rows the broker rejects (too large…) wait ``rejected_retry_seconds``, blocking only
+        their own key, and the relay goes on with the other keys.
+        """
+        pool = await self._ensure_pool()
+        rows = await self.claim(pool)
+        if not rows:
+            return 0, 0
+        try:
+            outcomes = await self.publisher.send_in_order([row.message() for row in rows])
+        except PublisherUnavailable as exc:
+            await self._release(pool, [(row.id, str(exc)) for row in rows], retry_after=0)
+            raise
+        except asyncio.CancelledError:
+            # Stopping mid-send: hand the rows back now rather than at lease expiry. Some may have reached
+            # Kafka already; they are published again (at-least-once).
+            with contextlib.suppress(*TRANSIENT_ERRORS):
+                await asyncio.shield(self._release(pool, [(row.id, None) for row in rows], retry_after=0))
+            raise
+        sent_ids = acknowledged_prefix(rows, outcomes)
+        if self.after_publish is not None:
+            sent = set(sent_ids)
+            await self.after_publish([row for row in rows if row.id in sent])
+        if sent_ids:
+            await pool.execute(SQL["mark_sent"], sent_ids)
+            self._metrics.published.labels(self.config.domain).inc(len(sent_ids))
+            self.published_total += len(sent_ids)
+        if len(sent_ids) < len(rows):
+            await self._handle_unsent(pool, rows, outcomes, set(sent_ids))
+        return len(sent_ids), len(rows)
+
+    async def _handle_unsent(
+        self,
+        pool: asyncpg.Pool,
+        rows: Sequence[ClaimedRow],
+        outcomes: Sequence[BaseException | None],
+        sent_ids: set[int],
+    ) -> None:
+        pairs = zip(rows, outcomes, strict=True)
+        unsent = [(row, outcome) for row, outcome in pairs if row.id not in sent_ids]
+        errors = [outcome for _, outcome in unsent if outcome is not None]
+        broker_errors = [e for e in errors if not isinstance(e, (*MESSAGE_REJECTIONS, NotAttempted))]
+        released = [(row.id, _describe(outcome) if outcome is not None else None) for row, outcome in unsent]
+        if broker_errors:
+            await self._release(pool, released, retry_after=0)
+            first = broker_errors[0]
+            raise first if isinstance(first, TRANSIENT_ERRORS) else KafkaError(_describe(first))
+        await self._release(pool, released, retry_after=self.config.rejected_retry_seconds)
+        for row, outcome in unsent:
+            if isinstance(outcome, MESSAGE_REJECTIONS):
+                self._metrics.failures.labels(self.config.domain, type(outcome).__name__).inc()
+                log.error(
+                    "outbox row rejected by Kafka; its key waits",
+                    domain=self.config.domain,
+                    outbox_id=row.id,
+                    event_id=row.event_id,
+                    partition_key=row.partition_key,
+                    error=_describe(outcome),
+                    retry_in_s=self.config.rejected_retry_seconds,
+                )
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def close(self) -> None:
+        """Close the database connections (the publisher may be shared: its owner closes it)."""
+        listener, self._listener = self._listener, None
+        pool, self._pool = self._pool, None
+        if listener is not None:
+            with contextlib.suppress(*TRANSIENT_ERRORS):
+                await asyncio.wait_for(listener.close(), 5)
+        if pool is not None:
+            with contextlib.suppress(*TRANSIENT_ERRORS):
+                await asyncio.wait_for(pool.close(), 5)
+
+    # --- database --------------------------------------------------------------------------------
+
+    async def _ensure_pool(self) -> asyncpg.Pool:
+        async with self._pool_lock:  # concurrent batches must not each open (and leak) a pool
+            if self._pool is None:
+                self._pool = await asyncpg.create_pool(
+                    self.config.dsn, min_size=1, max_size=1 + self.config.batches_in_flight, timeout=10
+                )
+        return self._pool
+
+    async def _ensure_connected(self) -> None:
+        await self._ensure_pool()
+        if self._listener is None or self._listener.is_closed():
+            # LISTEN needs a connection of its own, held for the relay's life; polling covers its gaps.
+            self._listener = await asyncpg.connect(self.config.dsn, timeout=10)
+            await self._listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, _payload: str) -> None:
+        # NOTIFY is per database, so any payload on this connection concerns this relay's domain.
+        self._wakeup.set()
+
+    async def claim(self, pool: asyncpg.Pool | None = None) -> list[ClaimedRow]:
+        """Lease the next publishable rows (see ``claim_batch`` in ``sql/outbox.sql``), in id order."""
+        if pool is None:
+            pool = await self._ensure_pool()
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(SQL["serialize_claims"])
+            records = await conn.fetch(
+                SQL["claim_batch"], self.config.relay_id, self.config.batch_size, self.config.lease_seconds
+            )
+        rows = [
+            ClaimedRow(
+                id=r["id"],
+                event_id=str(r["event_id"]),
+                topic=r["topic"],
+                partition_key=r["partition_key"],
+                event_type=r["event_type"],
+                envelope=r["envelope"],
+            )
+            for r in records
+        ]
+        rows.sort(key=lambda row: row.id)  # UPDATE ... RETURNING has no defined order
+        return rows
+
+    async def _release(
+        self, pool: asyncpg.Pool, rows: Sequence[tuple[int, str | None]], *, retry_after: float
+    ) -> None:
+        await pool.execute(
+            SQL["release_unsent"],
+            self.config.relay_id,
+            [row_id for row_id, _ in rows],
+            [error for _, error in rows],
+            retry_after,
+        )
+
+    async def _housekeeping(self) -> None:
+        now = time.monotonic()
+        pool = await self._ensure_pool()
+        if now >= self._next_metrics_at:
+            self._next_metrics_at = now + self.config.metrics_interval_seconds
+            await self.refresh_metrics()
+        retention = self.config.sent_retention_seconds
+        if retention is not None and now >= self._next_purge_at:
+            self._next_purge_at = now + self.config.purge_interval_seconds
+            await pool.execute(SQL["purge_sent"], retention, self.config.purge_chunk_rows)
+
+    async def refresh_metrics(self) -> tuple[int, float]:
+        """Update backlog and lag gauges; returns ``(unsent rows, age of oldest unsent in s)``."""
+        pool = await self._ensure_pool()
+        record = await pool.fetchrow(SQL["backlog"])
+        assert record is not None
+        unsent, age = int(record["unsent"]), float(record["oldest_age_seconds"])
+        self._metrics.backlog.labels(self.config.domain).set(unsent)
+        self._metrics.lag_seconds.labels(self.config.domain).set(age)
+        return unsent, age
+
+    async def _wait_for_work(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), self.config.poll_interval_seconds)
+        self._wakeup.clear()
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+async def run_outbox_relays(
+    domain_dsns: Mapping[str, str],
+    producer: ProducerSettings,
+    *,
+    relay_id: str,
+    batch_size: int = 1000,
+    lease_seconds: float = 60.0,
+    poll_interval_seconds: float = 1.0,
+    metrics: RelayMetrics | None = None,
+) -> None:
+    """Run one relay per domain database (``{"calls": dsn, "cdr": dsn, ...}``) until cancelled."""
+    if not domain_dsns:
+        raise ValueError("run_outbox_relays needs at least one domain database")
+    publisher = KafkaPublisher(producer)
+    relays = [
+        OutboxRelay(
+            RelayConfig(
+                domain=domain,
+                dsn=dsn,
+                relay_id=f"{relay_id}-{domain}",
+                batch_size=batch_size,
+                lease_seconds=lease_seconds,
+                poll_interval_seconds=poll_interval_seconds,
+            ),
+            publisher,
+            metrics=metrics,
+        )
+        for domain, dsn in domain_dsns.items()
+    ]
+    try:
+        async with asyncio.TaskGroup() as group:
+            for relay in relays:
+                group.create_task(relay.run(), name=f"outbox-relay-{relay.config.domain}")
+    finally:
+        await publisher.close()

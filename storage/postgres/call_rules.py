@@ -1,0 +1,68 @@
+"""Call-control rules shared by the PostgreSQL call repository and its in-memory fake."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from storage.ports import (
+    ENDED_BY,
+    LEG_TRANSITIONS,
+    CallLeg,
+    CallSession,
+    InvalidStateChange,
+)
+
+_RESULT = re.compile(r"^[a-z_]{1,32}$")
+
+
+def check_at(what: str, at: dt.datetime, not_before: dt.datetime) -> dt.datetime:
+    if at.tzinfo is None:
+        raise ValueError(f"{what} time {at!r} has no time zone; pass an aware datetime")
+    if at < not_before:
+        raise ValueError(f"{what} at {at.isoformat()} is before {not_before.isoformat()}")
+    return at
+
+
+def check_sip_status(sip_status: int | None) -> None:
+    if sip_status is not None and not 100 <= sip_status <= 699:
+        raise ValueError(f"sip_status must be 100..699, got {sip_status}")
+
+
+def check_can_add_leg(call: CallSession) -> None:
+    if call.status == "ended":
+        raise InvalidStateChange(f"call {call.call_id} has ended; no new legs")
+
+
+def check_leg_transition(leg: CallLeg, to_state: str, reason: str | None) -> None:
+    if to_state not in LEG_TRANSITIONS:
+        raise ValueError(f"leg state must be one of {', '.join(LEG_TRANSITIONS)}, got {to_state!r}")
+    if to_state not in LEG_TRANSITIONS[leg.status]:
+        raise InvalidStateChange(f"leg {leg.leg_id} cannot go from {leg.status} to {to_state}")
+    if reason is not None and len(reason) > 255:
+        raise ValueError("reason is longer than 255 characters")
+
+
+def check_routing_attempt(step: int, target: str, result: str, sip_status: int | None) -> None:
+    if step < 1:
+        raise ValueError(f"step must be >= 1, got {step}")
+    if not target or len(target) > 2048:
+        raise ValueError("target must be 1-2048 characters")
+    if not _RESULT.match(result):
+        raise ValueError(f"result must be lower_snake_case up to 32 characters, got {result!r}")
+    check_sip_status(sip_status)
+
+
+def check_answer(call: CallSession, leg: CallLeg | None, leg_id: object) -> None:
+    if leg is None or leg.call_id != call.call_id:
+        raise InvalidStateChange(f"leg {leg_id} is not a leg of call {call.call_id}")
+    if call.status != "initiated":
+        raise InvalidStateChange(f"call {call.call_id} is {call.status}; only an initiated call is answered")
+
+
+def check_end(termination_cause: str, sip_status: int | None, ended_by: str | None) -> None:
+    if not termination_cause or len(termination_cause) > 64:
+        raise ValueError("termination_cause must be 1-64 characters")
+    check_sip_status(sip_status)
+    if ended_by is not None and ended_by not in ENDED_BY:
+        raise ValueError(f"ended_by must be one of {', '.join(ENDED_BY)} or None, got {ended_by!r}")

@@ -1,0 +1,136 @@
+"""CDR repository on DB_CDR: rate with the account's plan, store the CDR and its ``cdr.created`` together."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable
+from decimal import Decimal
+
+import asyncpg
+
+from storage.events import DEFAULT_TOPICS, EventTopics
+from storage.kafka.outbox_writer import write_outbox
+from storage.ports import (
+    BillingPlan,
+    CdrRater,
+    CdrRecord,
+    ConflictError,
+    NewBillingPlan,
+    NewCdr,
+    NotFoundError,
+)
+from storage.postgres import domain_events
+from storage.postgres.connect import transaction
+from storage.postgres.rating import TariffRater
+from storage.postgres.sql import queries_for
+
+_SQL = queries_for("cdr")
+MAX_LIST = 1000
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class PgCdrRepository:
+    """``CdrRepository`` on an asyncpg pool of the CDR database, writing as ``node_id``."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        node_id: str,
+        rater: CdrRater | None = None,
+        clock: Callable[[], dt.datetime] = utc_now,
+        topics: EventTopics = DEFAULT_TOPICS,
+    ) -> None:
+        self._pool = pool
+        self._node_id = node_id
+        self._rater = rater or TariffRater()
+        self._clock = clock
+        self._topics = topics
+
+    async def create_plan(self, plan: NewBillingPlan) -> BillingPlan:
+        try:
+            row = await self._pool.fetchrow(
+                _SQL["insert_plan"],
+                plan.name,
+                plan.currency,
+                plan.per_minute_rate,
+                plan.billing_increment_seconds,
+                plan.minimum_charge,
+                plan.tariff_model,
+            )
+        except asyncpg.UniqueViolationError:
+            raise ConflictError(f"a billing plan named {plan.name!r} exists") from None
+        return BillingPlan(**row)
+
+    async def assign_plan(
+        self, account_id: uuid.UUID, plan_id: uuid.UUID, *, credit_limit: Decimal = Decimal(0)
+    ) -> None:
+        if credit_limit < 0:
+            raise ValueError("credit_limit must not be negative")
+        async with transaction(self._pool, "assigning a billing plan") as conn:
+            if not await conn.fetchval(_SQL["plan_exists"], plan_id):
+                raise NotFoundError(f"no billing plan {plan_id}")
+            await conn.execute(_SQL["assign_plan"], account_id, plan_id, credit_limit)
+
+    async def plan_for_account(self, account_id: uuid.UUID) -> BillingPlan | None:
+        row = await self._pool.fetchrow(_SQL["plan_for_account"], account_id)
+        return None if row is None else BillingPlan(**row)
+
+    async def balance(self, account_id: uuid.UUID) -> Decimal | None:
+        value = await self._pool.fetchval(_SQL["balance"], account_id)
+        return None if value is None else Decimal(value)
+
+    async def record_cdr(self, cdr: NewCdr) -> CdrRecord:
+        async with transaction(self._pool, "recording a CDR") as conn:
+            plan = None
+            if cdr.account_id is not None:
+                row = await conn.fetchrow(_SQL["plan_for_account"], cdr.account_id)
+                plan = None if row is None else BillingPlan(**row)
+            rating = self._rater.rate(cdr, plan)
+            row = await conn.fetchrow(
+                _SQL["insert_cdr"],
+                cdr.call_id,
+                cdr.correlation_id,
+                cdr.account_id,
+                cdr.device_id,
+                cdr.caller,
+                cdr.callee,
+                cdr.direction,
+                cdr.started_at,
+                cdr.answered_at,
+                cdr.ended_at,
+                rating.duration_seconds,
+                rating.billable_seconds,
+                cdr.termination_cause,
+                cdr.sip_status,
+                plan.plan_id if plan else None,
+                plan.per_minute_rate if plan else None,
+                plan.billing_increment_seconds if plan else None,
+                plan.minimum_charge if plan else None,
+                rating.cost,
+                rating.currency,
+                self._node_id,
+            )
+            if row is None:  # this call has its CDR already: a retry, not a second charge
+                return CdrRecord(**await conn.fetchrow(_SQL["cdr_for_call"], cdr.call_id))
+            record = CdrRecord(**row)
+            envelope = domain_events.cdr_created(record, self._node_id, self._clock())
+            await write_outbox(conn, [domain_events.to_outbox(envelope, self._topics)])
+        return record
+
+    async def get_cdr(self, cdr_id: uuid.UUID) -> CdrRecord | None:
+        row = await self._pool.fetchrow(_SQL["get_cdr"], cdr_id)
+        return None if row is None else CdrRecord(**row)
+
+    async def cdr_for_call(self, call_id: uuid.UUID) -> CdrRecord | None:
+        row = await self._pool.fetchrow(_SQL["cdr_for_call"], call_id)
+        return None if row is None else CdrRecord(**row)
+
+    async def list_cdrs(self, account_id: uuid.UUID, *, limit: int = 100) -> list[CdrRecord]:
+        if not 1 <= limit <= MAX_LIST:
+            raise ValueError(f"limit must be 1..{MAX_LIST}, got {limit}")
+        return [CdrRecord(**row) for row in await self._pool.fetch(_SQL["list_cdrs"], account_id, limit)]

@@ -1,0 +1,324 @@
+"""The outbox relay against real PostgreSQL and Kafka (Tansu): order per key, several relays, outages."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+
+import asyncpg
+import pytest
+from prometheus_client import CollectorRegistry
+
+from storage.events import EventTopics, EventType, validate_event
+from storage.kafka.metrics import RelayMetrics
+from storage.kafka.publisher import KafkaPublisher, ProducerSettings
+from storage.kafka.relay import ClaimedRow, OutboxRelay, RelayConfig, run_outbox_relays
+from tests.integration.test_outbox_helpers import (
+    KAFKA,
+    closed_port,
+    consume,
+    event_for,
+    insert_events,
+    interleaved_call_events,
+    new_key,
+    require_services,
+    sequences_by_key,
+    temp_database,
+    temp_topics,
+    unsent_count,
+    unsent_is,
+    wait_until,
+    without_redeliveries,
+)
+
+pytestmark = pytest.mark.integration
+
+CALL_K, CALL_OTHER, CALL_L, CALL_N, CALL_BIG, CALL_FINE = (new_key() for _ in range(6))
+
+
+class SimulatedCrash(BaseException):
+    """Stands for the process dying: not an Exception, so nothing in the relay handles it."""
+
+
+@pytest.fixture
+async def dsn() -> AsyncIterator[str]:
+    require_services()
+    async with temp_database() as database:
+        yield database
+
+
+@pytest.fixture
+async def topics() -> AsyncIterator[EventTopics]:
+    require_services()
+    async with temp_topics() as names:
+        yield names
+
+
+def make_relay(
+    dsn: str,
+    relay_id: str,
+    *,
+    bootstrap: str = KAFKA,
+    registry: CollectorRegistry | None = None,
+    max_request_size: int = 1024 * 1024,
+    **config: float,
+) -> OutboxRelay:
+    settings = {"poll_interval_seconds": 0.2, "backoff_initial_seconds": 0.05, "backoff_max_seconds": 0.5}
+    settings.update(config)
+    return OutboxRelay(
+        RelayConfig(domain="test", dsn=dsn, relay_id=relay_id, **settings),  # type: ignore[arg-type]
+        KafkaPublisher(
+            ProducerSettings(
+                bootstrap_servers=bootstrap, request_timeout_ms=5000, max_request_size=max_request_size
+            )
+        ),
+        metrics=RelayMetrics(registry or CollectorRegistry()),
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(*relays: OutboxRelay) -> AsyncIterator[list[asyncio.Task[None]]]:
+    tasks = [asyncio.create_task(relay.run()) for relay in relays]
+    try:
+        yield tasks
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, SimulatedCrash):
+                await task
+        for relay in relays:
+            await relay.publisher.close()
+
+
+def assert_in_order(sequences: dict[str, list[int]], keys: Sequence[str], per_key: int) -> None:
+    assert set(sequences) == set(keys)
+    for key in keys:
+        assert without_redeliveries(sequences[key]) == list(range(per_key)), key
+
+
+async def test_rows_reach_kafka_in_order_per_key_with_headers_and_metrics(
+    dsn: str, topics: EventTopics
+) -> None:
+    keys = await interleaved_call_events(dsn, topics, keys=20, per_key=25)
+    registry = CollectorRegistry()
+    relay = make_relay(dsn, "relay-a", registry=registry, batch_size=64)
+    async with running(relay):
+        await wait_until(unsent_is(dsn, 0), within=30)
+    received = await consume(topics.call, expected=500)
+
+    assert len(received) == 500  # no failure, so no redelivery either
+    sequences = sequences_by_key(received)
+    assert_in_order(sequences, keys, 25)
+    assert all(seq == list(range(25)) for seq in sequences.values())
+    for message in received:
+        validate_event(message.value)
+        assert message.key == message.value["call_id"]
+        assert message.headers["event_type"] == b"call.leg.state_changed"
+        assert message.headers["event_id"].decode() == message.value["event_id"]
+    partitions_per_key: dict[str, set[int]] = {m.key: set() for m in received}
+    for m in received:
+        partitions_per_key[m.key].add(m.partition)
+    assert all(len(p) == 1 for p in partitions_per_key.values())
+
+    assert registry.get_sample_value("uc_outbox_published_total", {"domain": "test"}) == 500
+    assert await relay.refresh_metrics() == (0, 0.0)
+
+
+async def test_notify_wakes_an_idle_relay_long_before_its_poll_interval(
+    dsn: str, topics: EventTopics
+) -> None:
+    relay = make_relay(dsn, "relay-a", poll_interval_seconds=60)
+    async with running(relay):
+        await asyncio.sleep(0.5)  # let it drain nothing and go idle on LISTEN
+        await insert_events(dsn, [event_for(EventType.CALL_STARTED, CALL_N, 0)], topics)
+        await wait_until(unsent_is(dsn, 0), within=5)
+
+
+async def test_claims_skip_keys_whose_earlier_rows_another_relay_holds(dsn: str, topics: EventTopics) -> None:
+    await insert_events(
+        dsn,
+        [
+            event_for(EventType.CALL_STARTED, CALL_K, 0),
+            event_for(EventType.CALL_STARTED, CALL_OTHER, 0),
+            event_for(EventType.CALL_ANSWERED, CALL_K, 1),
+            event_for(EventType.CALL_ANSWERED, CALL_OTHER, 1),
+        ],
+        topics,
+    )
+    holder = make_relay(dsn, "relay-a", batch_size=1)
+    other = make_relay(dsn, "relay-b", batch_size=10)
+    try:
+        held = await holder.claim()
+        assert [(r.partition_key, r.id) for r in held] == [(CALL_K, 1)]
+        taken = await other.claim()
+        # call-k's second row must wait for the first; call-other is free.
+        assert [(r.partition_key, r.id) for r in taken] == [(CALL_OTHER, 2), (CALL_OTHER, 4)]
+        assert await other.claim() == []
+    finally:
+        await holder.close()
+        await other.close()
+
+
+async def test_expired_lease_is_reclaimed(dsn: str, topics: EventTopics) -> None:
+    await insert_events(dsn, [event_for(EventType.CALL_STARTED, CALL_L, 0)], topics)
+    crashed = make_relay(dsn, "relay-crashed", lease_seconds=0.5)
+    survivor = make_relay(dsn, "relay-b", lease_seconds=0.5)
+    try:
+        assert len(await crashed.claim()) == 1
+        assert await survivor.claim() == []
+        await asyncio.sleep(0.7)
+        reclaimed = await survivor.claim()
+        assert [r.partition_key for r in reclaimed] == [CALL_L]
+    finally:
+        await crashed.close()
+        await survivor.close()
+
+
+async def test_two_relays_at_once_keep_order_and_publish_no_duplicates(dsn: str, topics: EventTopics) -> None:
+    relay_a = make_relay(dsn, "relay-a", batch_size=25)
+    relay_b = make_relay(dsn, "relay-b", batch_size=25)
+    keys: list[str] = []
+    async with running(relay_a, relay_b):
+        for _ in range(8):  # writes keep arriving while both relays work (parallel only across keys)
+            keys += await interleaved_call_events(dsn, topics, keys=25, per_key=10)
+        await wait_until(unsent_is(dsn, 0), within=60)
+    received = await consume(topics.call, expected=2000)
+
+    assert relay_a.published_total > 0 and relay_b.published_total > 0
+    assert relay_a.published_total + relay_b.published_total == 2000
+    assert len(received) == 2000
+    sequences = sequences_by_key(received)
+    assert_in_order(sequences, keys, 10)
+    assert all(seq == list(range(10)) for seq in sequences.values())
+
+
+async def test_kafka_unreachable_loses_nothing_and_delivers_in_order_later(
+    dsn: str, topics: EventTopics
+) -> None:
+    keys = await interleaved_call_events(dsn, topics, keys=10, per_key=30)
+    registry = CollectorRegistry()
+    down = make_relay(dsn, "relay-a", bootstrap=f"127.0.0.1:{closed_port()}", registry=registry)
+    async with running(down):
+        await asyncio.sleep(2.0)
+    failures = registry.get_sample_value(
+        "uc_outbox_publish_failures_total", {"domain": "test", "reason": "PublisherUnavailable"}
+    )
+    assert failures is not None and failures >= 2  # it retried, with backoff
+    assert await unsent_count(dsn) == 300
+    conn = await asyncpg.connect(dsn)
+    try:
+        row = await conn.fetchrow(
+            "SELECT min(attempts) AS a, count(*) FILTER (WHERE claimed_by IS NOT NULL) AS held,"
+            " max(last_error) AS err FROM outbox"
+        )
+    finally:
+        await conn.close()
+    assert row["held"] == 0  # failed batches were released, not left leased
+    assert row["a"] >= 1 and "cannot reach Kafka" in row["err"]
+
+    up = make_relay(dsn, "relay-b")
+    async with running(up):
+        await wait_until(unsent_is(dsn, 0), within=30)
+    received = await consume(topics.call, expected=300)
+    assert len(received) == 300
+    assert_in_order(sequences_by_key(received), keys, 30)
+
+
+async def test_crash_between_publish_and_mark_sent_redelivers_in_order(dsn: str, topics: EventTopics) -> None:
+    keys = await interleaved_call_events(dsn, topics, keys=4, per_key=10)
+    published_before_crash: list[ClaimedRow] = []
+
+    async def crash_before_marking(rows: Sequence[ClaimedRow]) -> None:
+        published_before_crash.extend(rows)
+        raise SimulatedCrash
+
+    crashing = make_relay(dsn, "relay-a", lease_seconds=1.0, batch_size=16)
+    crashing.after_publish = crash_before_marking
+    task = asyncio.create_task(crashing.run())
+    with pytest.raises(SimulatedCrash):
+        await task
+    await crashing.publisher.close()
+    assert len(published_before_crash) == 16
+    assert await unsent_count(dsn) == 40  # published, never marked
+
+    survivor = make_relay(dsn, "relay-b", lease_seconds=1.0)
+    async with running(survivor):
+        await wait_until(unsent_is(dsn, 0), within=30)
+    received = await consume(topics.call, expected=56)
+    assert len(received) == 56  # the 16 crashed rows went out twice: at-least-once
+    assert len({m.value["event_id"] for m in received}) == 40
+    assert_in_order(sequences_by_key(received), keys, 10)
+
+
+async def test_a_rejected_row_holds_back_only_its_own_key(dsn: str, topics: EventTopics) -> None:
+    huge = event_for(EventType.CALL_ROUTING_ATTEMPTED, CALL_BIG, 0, target="sip:" + "x" * 2000)
+    await insert_events(
+        dsn,
+        [
+            huge,
+            event_for(EventType.CALL_ENDED, CALL_BIG, 1),
+            event_for(EventType.CALL_STARTED, CALL_FINE, 0),
+            event_for(EventType.CALL_ENDED, CALL_FINE, 1),
+        ],
+        topics,
+    )
+    registry = CollectorRegistry()
+    relay = make_relay(dsn, "relay-a", registry=registry, max_request_size=1500)
+    async with running(relay):
+        await wait_until(unsent_is(dsn, 2), within=10)
+        await asyncio.sleep(0.5)
+    received = await consume(topics.call, expected=2, settle=0.5)
+    assert sequences_by_key(received) == {CALL_FINE: [0, 1]}  # call-big's second event did not overtake
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT partition_key, last_error, claimed_until > now() AS waiting FROM outbox"
+            " WHERE sent_at IS NULL ORDER BY id"
+        )
+    finally:
+        await conn.close()
+    assert [r["partition_key"] for r in rows] == [CALL_BIG, CALL_BIG]
+    assert "MessageSizeTooLargeError" in rows[0]["last_error"]
+    assert all(r["waiting"] for r in rows)  # parked for rejected_retry_seconds, not spinning
+    rejected = registry.get_sample_value(
+        "uc_outbox_publish_failures_total", {"domain": "test", "reason": "MessageSizeTooLargeError"}
+    )
+    assert rejected == 1
+
+
+async def test_one_relay_task_per_domain_database(topics: EventTopics) -> None:
+    async with temp_database("calls") as calls_dsn, temp_database("conferences") as conf_dsn:
+        call_keys = await interleaved_call_events(calls_dsn, topics, keys=3, per_key=5)
+        session = new_key()
+        await insert_events(
+            conf_dsn,
+            [event_for(EventType.CONFERENCE_SESSION_STARTED, session, 0)]
+            + [event_for(EventType.CONFERENCE_PARTICIPANT_JOINED, session, i) for i in range(1, 4)],
+            topics,
+        )
+        registry = CollectorRegistry()
+        task = asyncio.create_task(
+            run_outbox_relays(
+                {"calls": calls_dsn, "conferences": conf_dsn},
+                ProducerSettings(bootstrap_servers=KAFKA),
+                relay_id="node-1",
+                poll_interval_seconds=0.2,
+                metrics=RelayMetrics(registry),
+            )
+        )
+        try:
+            await wait_until(unsent_is(calls_dsn, 0), within=30)
+            await wait_until(unsent_is(conf_dsn, 0), within=30)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    assert_in_order(sequences_by_key(await consume(topics.call, expected=15)), call_keys, 5)
+    assert sequences_by_key(await consume(topics.conf, expected=4)) == {session: [0, 1, 2, 3]}
+    published = {
+        domain: registry.get_sample_value("uc_outbox_published_total", {"domain": domain})
+        for domain in ("calls", "conferences")
+    }
+    assert published == {"calls": 15, "conferences": 4}
