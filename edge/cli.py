@@ -163,16 +163,29 @@ async def _doctor(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _consume(settings: Settings, args: argparse.Namespace) -> int:
+    import signal
+
     from storage.consumers.billing import run_billing_consumer
 
-    await run_billing_consumer(settings)
+    task = asyncio.ensure_future(
+        run_billing_consumer(
+            kafka_bootstrap=settings.kafka_bootstrap,
+            cdr_dsn=settings.database_dsn(settings.db_cdr),
+            redis_url=settings.redis_url,
+            idempotency_ttl_seconds=settings.idempotency_ttl_hours * 3600.0,
+        )
+    )
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, task.cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        print("billing consumer stopped", file=sys.stderr)
     return EXIT_OK
 
 
-# --- bench ----------------------------------------------------------------------------------------------
-
-
-# --- parser ---------------------------------------------------------------------------------------------
+# --- # --- parser ---------------------------------------------------------------------------------------------
 
 
 def _async(fn: Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]) -> Any:

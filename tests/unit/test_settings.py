@@ -60,7 +60,11 @@ def test_toml_file_under_environment(tmp_path: Path, monkeypatch: pytest.MonkeyP
 @pytest.mark.parametrize(
     ("name", "value", "expected"),
     [
-        ("UC_EDGE_SIP_UDP_PORT", "abc", "invalid setting UC_EDGE_SIP_UDP_PORT='abc': Input should be a valid integer"),
+        (
+            "UC_EDGE_SIP_UDP_PORT",
+            "abc",
+            "invalid setting UC_EDGE_SIP_UDP_PORT='abc': Input should be a valid integer",
+        ),
         ("UC_EDGE_HTTP_PORT", "70000", "invalid setting UC_EDGE_HTTP_PORT='70000'"),
         ("UC_EDGE_DB_DSN", "mysql://x/y", "UC_EDGE_DB_DSN='mysql://x/y': must be a postgresql:// URL"),
         ("UC_EDGE_REDIS_URL", "localhost", "UC_EDGE_REDIS_URL='localhost': must be a redis:// URL"),
@@ -86,7 +90,7 @@ def test_missing_certificate_file_is_named(tmp_path: Path, monkeypatch: pytest.M
     key.write_text("x")
     monkeypatch.setenv("UC_EDGE_TLS_CERT", str(tmp_path / "missing.pem"))
     monkeypatch.setenv("UC_EDGE_TLS_KEY", str(key))
-    with pytest.raises(SettingsError, match="tls_cert: file .*missing.pem does not exist"):
+    with pytest.raises(SettingsError, match=r"tls_cert: file .*missing\.pem does not exist"):
         load_settings()
 
 
