@@ -29,7 +29,7 @@ services-down:
 migrate:
 	$(BIN)/uc-edge migrate
 
-test: setup-test services lint typecheck
+test: setup-test services migrate lint typecheck
 	@UC_EDGE_REQUIRE_SERVICES=1 $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "test: pytest collected no tests — that is a failure" >&2; exit 1; fi; exit $$rc
 

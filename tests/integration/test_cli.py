@@ -106,3 +106,37 @@ def _drop_databases(names: list[str]) -> None:
             await conn.close()
 
     asyncio.run(drop())
+
+
+def test_doctor_reports_each_dependency_and_exits_zero_when_green() -> None:
+    result = run("doctor", timeout=120)
+    names = [line.split()[1] for line in result.stdout.splitlines() if line[:4] in ("ok  ", "FAIL")]
+    for name in ("settings", "libopus", "postgres", "migrations", "redis", "kafka", "s3", "sip-udp", "http"):
+        assert name in names, result.stdout
+    assert result.returncode == (0 if "all green" in result.stdout else 1)
+
+
+def test_doctor_says_how_to_fix_an_unreachable_dependency() -> None:
+    result = run("doctor", env={"UC_EDGE_REDIS_URL": "redis://127.0.0.1:1/0"}, timeout=120)
+    assert result.returncode == 1
+    redis_line = next(line for line in result.stdout.splitlines() if " redis " in f" {line} ")
+    assert redis_line.startswith("FAIL")
+    assert "cannot reach Redis at 127.0.0.1:1" in redis_line
+    assert "→ start it with `scripts/services up` or set UC_EDGE_REDIS_URL" in redis_line
+
+
+def test_duplicate_sip_user_is_one_line() -> None:
+    suffix = os.urandom(3).hex()
+    user = f"dup{suffix}"
+    try:
+        assert run("accounts", "add", user, "--password", "s3cret-pass").returncode == 0
+        again = run("accounts", "add", user, "--password", "s3cret-pass")
+        assert again.returncode == 1
+        assert again.stderr.strip().splitlines() == [
+            f"uc-edge: SIP user '{user}' already exists in realm 'uc-edge'"
+        ]
+        listed = run("accounts", "list")
+        assert user in listed.stdout
+    finally:
+        assert run("accounts", "remove", user).returncode == 0
+    assert user not in run("accounts", "list").stdout
