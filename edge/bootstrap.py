@@ -6,6 +6,8 @@ the reverse, so in-flight SIP transactions are not cut by a closed HTTP side.
 
 from __future__ import annotations
 
+import asyncio
+import random
 import time
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -36,14 +38,20 @@ class EdgeNode:
         self._http_runner: web.AppRunner | None = None
         self._http_port: int | None = None
         self._sip: Any = None
+        self._relay_task: asyncio.Task[None] | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
     async def start(self) -> None:
         await self._start_sip()
         await self._start_http()
+        self._relay_task = asyncio.create_task(self._supervise_outbox_relays(), name="outbox-relays")
 
     async def stop(self) -> None:
+        if self._relay_task is not None:
+            self._relay_task.cancel()
+            await asyncio.gather(self._relay_task, return_exceptions=True)
+            self._relay_task = None
         if self._http_runner is not None:
             await self._http_runner.cleanup()
             self._http_runner = None
@@ -57,6 +65,37 @@ class EdgeNode:
         from edge.sip_node import start_sip
 
         self._sip = await start_sip(self.settings)
+
+    # --- events: outbox → Kafka ---------------------------------------------------------------------------
+
+    async def _supervise_outbox_relays(self) -> None:
+        """Publish every domain's outbox to Kafka for as long as the node runs.
+
+        The relays retry broker outages themselves; anything that still ends them (a database that is
+        gone, a bug) is logged and the relays restart after a bounded, jittered delay: events wait in the
+        outbox meanwhile, none is lost.
+        """
+        from storage.kafka.publisher import ProducerSettings
+        from storage.kafka.relay import run_outbox_relays
+
+        s = self.settings
+        dsns = {domain: s.database_dsn(db) for domain, db in s.domain_databases.items()}
+        producer = ProducerSettings(
+            bootstrap_servers=s.kafka_bootstrap, enable_idempotence=s.kafka_idempotence
+        )
+        delay = 1.0
+        while True:
+            started = time.monotonic()
+            try:
+                await run_outbox_relays(dsns, producer, relay_id=s.node_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.error("outbox relays stopped; restarting", error=str(exc), retry_in=round(delay, 1))
+            if time.monotonic() - started > 60:
+                delay = 1.0
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, 30.0)
 
     # --- HTTP ---------------------------------------------------------------------------------------------
 

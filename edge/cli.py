@@ -178,14 +178,20 @@ async def _consume(settings: Settings, args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, task.cancel)
+    from storage.postgres.errors import DatabaseUnavailable
+
     try:
         await task
     except asyncio.CancelledError:
         print("billing consumer stopped", file=sys.stderr)
+    except DatabaseUnavailable as exc:
+        raise CommandError(f"{exc} — run `uc-edge migrate` first if the database is missing") from None
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
     return EXIT_OK
 
 
-# --- # --- parser ---------------------------------------------------------------------------------------------
+# --- parser ---------------------------------------------------------------------------------------------
 
 
 def _async(fn: Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]) -> Any:

@@ -21,6 +21,7 @@ import structlog
 from storage.consumers.base import ConsumerMetrics, ConsumerSettings, EventConsumer
 from storage.events import EventType
 from storage.ports import IdempotencyKeys
+from storage.postgres.connect import create_pool
 from storage.postgres.sql import load_queries
 
 log = structlog.get_logger(__name__)
@@ -97,7 +98,9 @@ async def run_billing_consumer(
 ) -> None:
     """``uc-edge consume billing``: consume ``topic`` until cancelled (Ctrl-C / SIGTERM → cancel).
 
-    The settings are checked before anything connects (a TTL outside 24-72 h is a ``ValueError``).
+    The settings are checked before anything connects (a TTL outside 24-72 h is a ``ValueError``); an
+    unreachable or missing uc_cdr database is a ``storage.postgres.errors.DatabaseUnavailable``. Once
+    running, database, Redis and broker outages are waited out with backoff.
     """
     settings = ConsumerSettings(
         bootstrap_servers=kafka_bootstrap,
@@ -106,7 +109,7 @@ async def run_billing_consumer(
         client_id=f"{group_id}-consumer",
         idempotency_ttl_seconds=idempotency_ttl_seconds,
     )
-    pool = await asyncpg.create_pool(cdr_dsn, min_size=1, max_size=4, timeout=10)
+    pool = await create_pool(cdr_dsn, min_size=1, max_size=4)  # DatabaseUnavailable says why not
     redis_client = None
     try:
         if idempotency is None:

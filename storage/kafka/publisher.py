@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
     InvalidTopicError,
+    KafkaConnectionError,
     KafkaError,
     MessageSizeTooLargeError,
     RecordTooLargeError,
@@ -86,9 +87,7 @@ class KafkaPublisher:
                     await producer.start()
                 except (KafkaError, OSError) as exc:
                     await _stop_quietly(producer)
-                    raise PublisherUnavailable(
-                        f"cannot reach Kafka at {s.bootstrap_servers}: {type(exc).__name__}: {exc}"
-                    ) from exc
+                    raise PublisherUnavailable(_start_failure(s, exc)) from exc
                 self._producer = producer
             return self._producer
 
@@ -143,6 +142,17 @@ class KafkaPublisher:
 
     async def close(self) -> None:
         await self.reset()
+
+
+def _start_failure(settings: ProducerSettings, error: BaseException) -> str:
+    reason = f"{type(error).__name__}: {error}"
+    if settings.enable_idempotence and not isinstance(error, KafkaConnectionError | OSError):
+        # Brokers without idempotent producers (Tansu) fail InitProducerId with an unhelpful error.
+        return (
+            f"Kafka at {settings.bootstrap_servers} refused the idempotent producer ({reason}); "
+            "disable idempotence (UC_EDGE_KAFKA_IDEMPOTENCE=false) for brokers without it, such as Tansu"
+        )
+    return f"cannot reach Kafka at {settings.bootstrap_servers}: {reason}"
 
 
 async def _stop_quietly(producer: AIOKafkaProducer) -> None:

@@ -39,6 +39,8 @@ from storage.kafka.publisher import (
     ProducerSettings,
     PublisherUnavailable,
 )
+from storage.postgres.connect import connect, create_pool
+from storage.postgres.errors import DatabaseUnavailable
 from storage.postgres.sql import load_queries
 
 log = structlog.get_logger(__name__)
@@ -54,6 +56,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
     KafkaError,
     PublisherUnavailable,
+    DatabaseUnavailable,
 )
 
 
@@ -292,8 +295,8 @@ class OutboxRelay:
     async def _ensure_pool(self) -> asyncpg.Pool:
         async with self._pool_lock:  # concurrent batches must not each open (and leak) a pool
             if self._pool is None:
-                self._pool = await asyncpg.create_pool(
-                    self.config.dsn, min_size=1, max_size=1 + self.config.batches_in_flight, timeout=10
+                self._pool = await create_pool(
+                    self.config.dsn, min_size=1, max_size=1 + self.config.batches_in_flight
                 )
         return self._pool
 
@@ -301,7 +304,7 @@ class OutboxRelay:
         await self._ensure_pool()
         if self._listener is None or self._listener.is_closed():
             # LISTEN needs a connection of its own, held for the relay's life; polling covers its gaps.
-            self._listener = await asyncpg.connect(self.config.dsn, timeout=10)
+            self._listener = await connect(self.config.dsn)
             await self._listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, _payload: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from decimal import Decimal
@@ -21,6 +22,10 @@ from storage.events import EventTopics, EventType
 from storage.kafka.metrics import RelayMetrics
 from storage.kafka.publisher import KafkaPublisher, ProducerSettings
 from storage.kafka.relay import ClaimedRow, OutboxRelay, RelayConfig
+from storage.ports import NewBillingPlan, NewCdr
+from storage.postgres.cdr import PgCdrRepository
+from storage.postgres.connect import create_pool
+from storage.postgres.errors import DatabaseUnavailable
 from tests.integration.test_outbox_helpers import (
     KAFKA,
     REDIS_URL,
@@ -209,3 +214,63 @@ async def test_bad_ttl_is_refused_before_connecting() -> None:
 async def _seen(registry: CollectorRegistry, group: str, n: int) -> bool:
     outcomes = ("processed", "duplicate", "poison", "ignored")
     return sum(processed(registry, group, o) for o in outcomes) >= n
+
+
+async def test_missing_cdr_database_is_a_clear_error() -> None:
+    require_services()
+    with pytest.raises(DatabaseUnavailable, match=r"does not exist.*uc-edge migrate"):
+        await run_billing_consumer(
+            kafka_bootstrap=KAFKA,
+            cdr_dsn="postgresql://uc_edge:uc_edge@127.0.0.1:5432/uc_test_missing_" + new_key()[:8],
+            redis_url=REDIS_URL,
+        )
+
+
+async def test_cdrs_recorded_by_the_repository_are_charged_at_their_rated_cost(
+    cdr_dsn: str, topics: EventTopics
+) -> None:
+    """The production path: PgCdrRepository rates and writes CDR + outbox row, the relay publishes,
+    billing debits the account by exactly the rated cost."""
+    pool = await create_pool(cdr_dsn, min_size=1, max_size=2)
+    try:
+        repository = PgCdrRepository(pool, node_id="edge-test", topics=topics)
+        plan = await repository.create_plan(
+            NewBillingPlan(name="per-minute", currency="EUR", per_minute_rate=Decimal("0.06"))
+        )
+        account = uuid.uuid4()
+        await repository.assign_plan(account, plan.plan_id)
+        start = dt.datetime(2025, 5, 1, 10, 0, tzinfo=dt.UTC)
+        records = [
+            await repository.record_cdr(
+                NewCdr(
+                    call_id=uuid.uuid4(),
+                    correlation_id=uuid.uuid4(),
+                    caller="+15550100",
+                    callee="+15550199",
+                    direction="outbound",
+                    started_at=start,
+                    answered_at=start + dt.timedelta(seconds=2),
+                    ended_at=start + dt.timedelta(seconds=2 + talk),
+                    termination_cause="normal_clearing",
+                    account_id=account,
+                )
+            )
+            for talk in (30, 61, 125)
+        ]
+        costs = [r.cost for r in records]
+        assert all(c is not None and c > 0 for c in costs)
+        before = await repository.balance(account)
+        assert before is not None
+
+        survivor = relay(cdr_dsn, "relay-a")
+        async with running(survivor.run()):
+            await wait_until(unsent_is(cdr_dsn, 0), within=30)
+        await survivor.publisher.close()
+
+        group, registry = f"billing-{uuid.uuid4().hex[:8]}", CollectorRegistry()
+        async with running(billing(cdr_dsn, topics, group, f"uc-test-{uuid.uuid4().hex[:8]}:", registry)):
+            await wait_until(lambda: _seen(registry, group, 3), within=60)
+        assert await repository.balance(account) == before - sum(c for c in costs if c is not None)
+        assert processed(registry, group, "poison") == 0
+    finally:
+        await pool.close()

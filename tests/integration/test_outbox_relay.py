@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from storage.events import EventTopics, EventType, validate_event
 from storage.kafka.metrics import RelayMetrics
-from storage.kafka.publisher import KafkaPublisher, ProducerSettings
+from storage.kafka.publisher import KafkaPublisher, OutboundMessage, ProducerSettings, PublisherUnavailable
 from storage.kafka.relay import ClaimedRow, OutboxRelay, RelayConfig, run_outbox_relays
 from tests.integration.test_outbox_helpers import (
     KAFKA,
@@ -322,3 +322,36 @@ async def test_one_relay_task_per_domain_database(topics: EventTopics) -> None:
         for domain in ("calls", "conferences")
     }
     assert published == {"calls": 15, "conferences": 4}
+
+
+async def test_relay_waits_out_an_unreachable_database_without_crashing() -> None:
+    require_services()
+    registry = CollectorRegistry()
+    missing = "postgresql://uc_edge:uc_edge@127.0.0.1:5432/uc_test_missing_" + new_key()[:8]
+    relay = make_relay(missing, "relay-a", registry=registry)
+    task = asyncio.create_task(relay.run())
+    await asyncio.sleep(1.0)
+    assert not task.done()  # still retrying
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    failures = registry.get_sample_value(
+        "uc_outbox_publish_failures_total", {"domain": "test", "reason": "DatabaseUnavailable"}
+    )
+    assert failures is not None and failures >= 2
+
+
+async def test_idempotent_producer_refused_by_the_broker_says_how_to_fix_it() -> None:
+    # Tansu refuses InitProducerId; a real Kafka accepts it (then this test documents nothing wrong).
+    require_services()
+    publisher = KafkaPublisher(
+        ProducerSettings(bootstrap_servers=KAFKA, enable_idempotence=True, request_timeout_ms=5000)
+    )
+    try:
+        outcome = await publisher.send_in_order([OutboundMessage("call-events", b"k", b"{}", ())])
+    except PublisherUnavailable as exc:
+        assert "refused the idempotent producer" in str(exc) and "KAFKA_IDEMPOTENCE=false" in str(exc)
+    else:
+        assert outcome == [None]
+    finally:
+        await publisher.close()
