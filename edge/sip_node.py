@@ -19,8 +19,14 @@ from prometheus_client import REGISTRY
 from edge.logs import get_logger
 from edge.metrics import SIP_METRICS, StatsCollector
 from edge.settings import Settings
+from media.control import MediaControl
+from signaling.callcontrol.call import CallEnvironment
+from signaling.callcontrol.config import CallControlConfig, parse_trunks
+from signaling.callcontrol.router import CallRouter
+from signaling.callcontrol.service import CallControlService
 from signaling.flood import BanPolicy, FloodConfig, FloodGuard, Verdict
 from signaling.registrar import Registrar, RegistrarConfig
+from signaling.sip.dialog import LocalAddress
 from signaling.sip.digest import DigestAlgorithm, DigestAuthenticator
 from signaling.sip.endpoint import SipEndpoint
 from signaling.sip.events import RequestReceived
@@ -32,10 +38,14 @@ from signaling.transport.hub import SipTransportHub
 from signaling.transport.websocket import sip_websocket_handler
 from storage import ports
 from storage.postgres.accounts import PgAccountStore
+from storage.postgres.calls import PgCallRepository
+from storage.postgres.cdr import PgCdrRepository
 from storage.postgres.connect import create_pool
 from storage.redis.location import RedisLocationStore
 
 log = get_logger("uc_edge.sip")
+
+REDIS_MAX_CONNECTIONS = 32
 
 _ALGORITHMS = {
     DigestAlgorithm.MD5: "MD5",
@@ -96,9 +106,37 @@ def _ports_address(source: TransportAddress) -> ports.TransportAddress:
     return ports.TransportAddress(source.transport, source.host, source.port, source.connection_id)
 
 
+def call_control_config(settings: Settings) -> CallControlConfig:
+    """Call-control behaviour from settings (fields the settings do not have yet keep their defaults)."""
+    s = settings
+    domains = {s.sip_domain, s.sip_host} | ({s.advertised_address} if s.advertised_address else set())
+    echo = getattr(s, "call_echo_numbers", "echo,9196")
+    return CallControlConfig(
+        domain=s.sip_domain,
+        realm=s.sip_realm,
+        local_domains=frozenset(d.lower() for d in domains - {"0.0.0.0", "::"}),
+        echo_numbers=frozenset(n.strip() for n in echo.split(",") if n.strip()),
+        no_answer_timeout=float(getattr(s, "call_no_answer_seconds", 60.0)),
+        trunks=parse_trunks(getattr(s, "sip_trunks", None) or ()),
+        require_auth=bool(getattr(s, "call_require_auth", True)),
+    )
+
+
 class SipNode:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        media: MediaControl | None = None,
+        call_control: CallControlConfig | None = None,
+    ) -> None:
         self.settings = settings
+        self.media = media
+        self.call_control_config = call_control or call_control_config(settings)
+        self.call_control: CallControlService | None = None
+        self._owned_media: Any = None
+        self._calls_pool: Any = None
+        self._cdr_pool: Any = None
         s = settings
         t1 = s.sip_t1_ms / 1000
         self.endpoint = SipEndpoint(
@@ -134,16 +172,25 @@ class SipNode:
 
     async def start(self) -> None:
         s = self.settings
-        self._redis = aioredis.from_url(s.redis_url)
+        # A blocking pool: under a REGISTER burst, requests wait (up to 5 s) for one of a bounded set of
+        # connections. redis-py's default pool raises MaxConnectionsError at its 101st concurrent command,
+        # which turned a few hundred REGISTERs/s into 500 answers.
+        self._redis = aioredis.Redis.from_pool(
+            aioredis.BlockingConnectionPool.from_url(
+                s.redis_url, max_connections=REDIS_MAX_CONNECTIONS, timeout=5
+            )
+        )
         # min_size=0: no connection at start, so the node comes up (and /readyz says why it is not ready)
         # while PostgreSQL is still down; lookups connect when the first REGISTER needs one.
         self._pg_pool = await create_pool(s.database_dsn(s.db_accounts), min_size=0, max_size=4)
-        credentials = CredentialCache(PgAccountStore(self._pg_pool), s.credential_cache_seconds)
+        accounts = PgAccountStore(self._pg_pool)
+        credentials = CredentialCache(accounts, s.credential_cache_seconds)
+        location = RedisLocationStore(self._redis)
         domains = {s.sip_domain, s.sip_host}
         if s.advertised_address:
             domains.add(s.advertised_address)
         self.registrar = Registrar(
-            RedisLocationStore(self._redis),
+            location,
             RegistrarConfig(
                 realm=s.sip_realm,
                 domains=frozenset(domains - {"0.0.0.0", "::"}),
@@ -167,6 +214,7 @@ class SipNode:
             str(s.tls_key) if s.tls_key else None,
             advertised_host=s.advertised_address,
         )
+        await self._start_call_control(accounts, location)
         self._collector = StatsCollector(
             {
                 "endpoint": lambda: {
@@ -176,13 +224,59 @@ class SipNode:
                 "flood": lambda: {**vars_of(self.flood.stats), "tracked": self.flood.tracked},
                 "digest": lambda: vars_of(self.authenticator.stats),
                 "registrar": lambda: self.registrar_stats,
+                "callcontrol": lambda: self.call_control.stats_snapshot() if self.call_control else {},
             },
             SIP_METRICS,
         )
         REGISTRY.register(self._collector)
 
+    async def _start_call_control(self, accounts: PgAccountStore, location: RedisLocationStore) -> None:
+        """The B2BUA on INVITE & co., media through the MediaControl port (the real plane by default)."""
+        s = self.settings
+        if self.media is None:
+            from media.plane import MediaPlane
+
+            self._owned_media = MediaPlane(
+                rtp_port_min=s.rtp_port_min,
+                rtp_port_max=s.rtp_port_max,
+                bind_address=s.sip_host,
+                advertised_address=s.advertised_address,
+            )
+            self.media = self._owned_media
+        self._calls_pool = await create_pool(s.database_dsn(s.db_calls), min_size=0, max_size=s.db_pool_max)
+        self._cdr_pool = await create_pool(s.database_dsn(s.db_cdr), min_size=0, max_size=s.db_pool_max)
+        config = self.call_control_config
+        local = {
+            name: LocalAddress(name.upper(), host, port)
+            for name, (host, port) in self.endpoint.local_addresses.items()
+        }
+        env = CallControlService.environment(
+            CallEnvironment(config, local, timers=self.endpoint.timers),
+            self.hub.now,
+        )
+        assert self.media is not None
+        self.call_control = CallControlService(
+            hub=self.hub,
+            media=self.media,
+            calls=PgCallRepository(self._calls_pool, node_id=s.node_id),
+            cdrs=PgCdrRepository(self._cdr_pool, node_id=s.node_id),
+            router=CallRouter(config, location=location, credentials=accounts.lookup_credentials),
+            env=env,
+            authenticator=self.authenticator,
+            credentials=accounts.lookup_credentials,
+        )
+        self.call_control.install(self.router)
+        await self.call_control.start()
+
     async def stop(self) -> None:
+        if self.call_control is not None:
+            await self.call_control.stop()
         await self.hub.stop()
+        if self._owned_media is not None:
+            await self._owned_media.close()
+        for pool in (self._calls_pool, self._cdr_pool):
+            if pool is not None:
+                await pool.close()
         if self._collector is not None:
             REGISTRY.unregister(self._collector)
             self._collector = None
@@ -268,8 +362,10 @@ def vars_of(stats: Any) -> dict[str, float]:
     return dict(vars(stats))
 
 
-async def start_sip(settings: Settings) -> SipNode:
-    node = SipNode(settings)
+async def start_sip(
+    settings: Settings, *, media: MediaControl | None = None, call_control: CallControlConfig | None = None
+) -> SipNode:
+    node = SipNode(settings, media=media, call_control=call_control)
     try:
         await node.start()
     except BaseException:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from signaling.sip.framing import FramingError, StreamFramer
 from signaling.sip.routing import TransportAddress
@@ -32,8 +32,8 @@ class StreamConnection(asyncio.Protocol):
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's TCP transport implements asyncio.Transport without subclassing it: no isinstance check.
+        self.transport = cast(asyncio.Transport, transport)
         peername = transport.get_extra_info("peername") or ("", 0)
         self.peer = (str(peername[0]), int(peername[1]))
         self._last_activity = self.hub.now()

@@ -6,84 +6,8 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port free for both UDP and TCP (SIP listens on both with the same number)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no free port")
-
-
-class Server:
-    def __init__(self, process: subprocess.Popen[str], sip_port: int, http_port: int, banner: list[str]):
-        self.process = process
-        self.sip_port = sip_port
-        self.http_port = http_port
-        self.banner = banner
-
-    def http(self, path: str) -> tuple[int, bytes]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=10) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as error:
-            return error.code, error.read()
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    sip_port, http_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UC_EDGE_")}
-    env.update(
-        UC_EDGE_SIP_UDP_PORT=str(sip_port),
-        UC_EDGE_SIP_TCP_PORT=str(sip_port),
-        UC_EDGE_HTTP_PORT=str(http_port),
-        UC_EDGE_LOG_FORMAT="json",
-        UC_EDGE_NODE_ID="e2e-node",
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "edge.cli", "serve"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    banner: list[str] = []
-    deadline = time.monotonic() + 30
-    assert process.stdout is not None
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        banner.append(line.rstrip())
-        if "metrics" in line:
-            break
-    if process.poll() is not None or not any("metrics" in line for line in banner):
-        process.kill()
-        raise AssertionError(f"server did not start: {banner} {process.stderr.read() if process.stderr else ''}")
-    yield Server(process, sip_port, http_port, banner)
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGKILL)
+from tests.e2e.conftest import Server
 
 
 def test_banner_prints_sip_websocket_and_http_endpoints(server: Server) -> None:
