@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     digest_secret: str | None = Field(None, min_length=16)
     # Digest algorithms offered, one challenge header each, in this order (RFC 8760: strongest first).
     # UAs that read only the first challenge (SIPp 3.6 among them) need MD5 first or alone.
-    sip_digest_algorithms: str = "SHA-256,MD5"
+    sip_digest_algorithms: str = "MD5"
     # Seconds a credential lookup is cached in the process (password changes apply within this time).
     credential_cache_seconds: float = Field(30.0, ge=0)
     sip_max_message_bytes: int = Field(65536, ge=1024, le=16 * 1024 * 1024)
