@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 # The pure, sans-IO cores held to mypy --strict.
-STRICT_CORES := signaling/sip signaling/sdp.py media/rtp.py media/rtcp.py media/stats.py \
+STRICT_CORES := signaling/sip signaling/sdp.py signaling/transport signaling/callcontrol signaling/registrar.py signaling/flood.py media/rtp.py media/rtcp.py media/stats.py \
 	media/jitterbuffer.py media/dtmf.py media/latching.py media/codecs storage/events edge/settings.py
 
 .PHONY: run test setup setup-test services services-down migrate serve lint typecheck unit fuzz bench clean

@@ -86,9 +86,22 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: Port = Field(8080, ge=0, le=65535)
 
+    # --- call control ---------------------------------------------------------------------------------
+    # Numbers answered by the built-in echo test (comma-separated).
+    call_echo_numbers: str = "echo,9196"
+    # Ringing longer than this is CANCELed and the caller gets 480.
+    call_no_answer_seconds: float = Field(60.0, ge=1, le=3600)
+    # INVITEs from users must carry digest credentials (407 challenge); trunks are trusted by source IP.
+    call_require_auth: bool = True
+    # Static trunks: a JSON list in UC_EDGE_SIP_TRUNKS or [[sip_trunks]] tables in the TOML file, each
+    # {name, host, port, transport, username, password, prefixes, inbound_sources, strip_prefix}.
+    sip_trunks: list[dict[str, Any]] = Field(default_factory=list)
+
     # --- media --------------------------------------------------------------------------------------------
     rtp_port_min: Port = Field(20000, ge=1024, le=65535)
     rtp_port_max: Port = Field(29999, ge=1024, le=65535)
+    # No RTP for this long (while not on hold) ends the call with "media timeout".
+    media_timeout_seconds: float = Field(30.0, ge=1, le=3600)
 
     # --- PostgreSQL: one server, one database per domain ---------------------------------------------------
     db_dsn: str = "postgresql://uc_edge:uc_edge@127.0.0.1:5432/postgres"
@@ -170,6 +183,14 @@ class Settings(BaseSettings):
         if not self.registrar_min_expires <= self.registrar_default_expires <= self.registrar_max_expires:
             raise ValueError("registrar expiries must satisfy min <= default <= max")
         return self
+
+    @field_validator("sip_trunks")
+    @classmethod
+    def _trunks(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from signaling.callcontrol.config import parse_trunks
+
+        parse_trunks(value)  # raises ValueError naming the trunk and the problem
+        return value
 
     @field_validator("sip_digest_algorithms")
     @classmethod

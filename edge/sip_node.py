@@ -107,18 +107,18 @@ def _ports_address(source: TransportAddress) -> ports.TransportAddress:
 
 
 def call_control_config(settings: Settings) -> CallControlConfig:
-    """Call-control behaviour from settings (fields the settings do not have yet keep their defaults)."""
+    """Call-control behaviour from settings."""
     s = settings
     domains = {s.sip_domain, s.sip_host} | ({s.advertised_address} if s.advertised_address else set())
-    echo = getattr(s, "call_echo_numbers", "echo,9196")
+    echo = s.call_echo_numbers
     return CallControlConfig(
         domain=s.sip_domain,
         realm=s.sip_realm,
         local_domains=frozenset(d.lower() for d in domains - {"0.0.0.0", "::"}),
         echo_numbers=frozenset(n.strip() for n in echo.split(",") if n.strip()),
-        no_answer_timeout=float(getattr(s, "call_no_answer_seconds", 60.0)),
-        trunks=parse_trunks(getattr(s, "sip_trunks", None) or ()),
-        require_auth=bool(getattr(s, "call_require_auth", True)),
+        no_answer_timeout=s.call_no_answer_seconds,
+        trunks=parse_trunks(s.sip_trunks),
+        require_auth=s.call_require_auth,
     )
 
 
@@ -241,6 +241,7 @@ class SipNode:
                 rtp_port_max=s.rtp_port_max,
                 bind_address=s.sip_host,
                 advertised_address=s.advertised_address,
+                media_timeout=s.media_timeout_seconds,
             )
             self.media = self._owned_media
         self._calls_pool = await create_pool(s.database_dsn(s.db_calls), min_size=0, max_size=s.db_pool_max)

@@ -33,12 +33,12 @@ class StreamConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's TCP transport implements asyncio.Transport without subclassing it: no isinstance check.
-        self.transport = cast(asyncio.Transport, transport)
-        peername = transport.get_extra_info("peername") or ("", 0)
+        self.transport = stream = cast(asyncio.Transport, transport)
+        peername = stream.get_extra_info("peername") or ("", 0)
         self.peer = (str(peername[0]), int(peername[1]))
         self._last_activity = self.hub.now()
         if not self.hub.register_connection(self):
-            transport.abort()
+            stream.abort()
             return
         self._registered = True
         if not self.connected.done():

@@ -1,0 +1,141 @@
+"""Call-control configuration: timeouts, codecs, the echo test numbers and static trunks.
+
+Plain frozen dataclasses built by the composition root (``edge``) from settings; nothing here reads the
+environment. :func:`parse_trunks` turns the TOML/JSON-ish list an operator writes into :class:`Trunk`s.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from signaling.sdp import Codec
+
+# What B legs are offered and A legs are answered with (RFC 3264), in our order of preference:
+# G.711 first, so two G.711 phones are relayed without transcoding.
+CALL_CODECS: tuple[Codec, ...] = (
+    Codec("PCMU", 8000, 1, 0),
+    Codec("PCMA", 8000, 1, 8),
+    Codec("opus", 48000, 2, None, "minptime=10;useinbandfec=1"),
+    Codec("telephone-event", 8000, 1, None, "0-16"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Trunk:
+    """A static SIP trunk: where outbound calls go (``host:port``), who may call us (``inbound_sources``).
+
+    ``prefixes``: dialled users starting with one of them go out through this trunk (``""`` matches
+    every user that is not a local account). ``username``/``password`` answer the trunk's 401/407.
+    """
+
+    name: str
+    host: str
+    port: int = 5060
+    transport: str = "udp"
+    username: str | None = None
+    password: str | None = None
+    prefixes: tuple[str, ...] = ()
+    inbound_sources: tuple[str, ...] = ()
+    strip_prefix: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.host:
+            raise ValueError("a trunk needs a name and a host")
+        if not 1 <= self.port <= 65535:
+            raise ValueError(f"trunk {self.name}: port {self.port} is out of range")
+        if self.transport not in ("udp", "tcp", "tls"):
+            raise ValueError(f"trunk {self.name}: transport must be udp, tcp or tls, not {self.transport!r}")
+        if (self.username is None) != (self.password is None):
+            raise ValueError(f"trunk {self.name}: give both username and password, or neither")
+        for source in self.inbound_sources:
+            try:
+                ipaddress.ip_network(source, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"trunk {self.name}: inbound source {source!r} is not an IP or network"
+                ) from None
+
+    def accepts_from(self, host: str) -> bool:
+        try:
+            address = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            return False
+        return any(address in ipaddress.ip_network(source, strict=False) for source in self.inbound_sources)
+
+    def matches(self, user: str) -> str | None:
+        """The prefix of ``user`` this trunk serves (longest first), or None."""
+        for prefix in sorted(self.prefixes, key=len, reverse=True):
+            if user.startswith(prefix):
+                return prefix
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class CallControlConfig:
+    """Behaviour of every call. Durations in seconds."""
+
+    domain: str = "uc-edge.local"
+    realm: str = "uc-edge"
+    local_domains: frozenset[str] = frozenset({"uc-edge.local"})
+    echo_numbers: frozenset[str] = frozenset({"echo", "9196"})
+    no_answer_timeout: float = 60.0
+    codecs: tuple[Codec, ...] = CALL_CODECS
+    trunks: tuple[Trunk, ...] = ()
+    require_auth: bool = True
+    max_forks: int = 10
+    max_routing_depth: int = 3
+    notify_expires: int = 60
+
+    def __post_init__(self) -> None:
+        if self.no_answer_timeout <= 0:
+            raise ValueError("no_answer_timeout must be positive")
+        if self.max_forks < 1:
+            raise ValueError("max_forks must be at least 1")
+
+    def trunk_for_source(self, host: str) -> Trunk | None:
+        return next((trunk for trunk in self.trunks if trunk.accepts_from(host)), None)
+
+    def dials_out(self, user: str) -> bool:
+        """Whether ``user`` is an outbound number by an explicit (non-empty) trunk prefix."""
+        return user not in self.echo_numbers and any(trunk.matches(user) for trunk in self.trunks)
+
+    def trunk_for_user(self, user: str) -> tuple[Trunk, str] | None:
+        """(trunk, user as sent to it) for an outbound number, longest matching prefix across trunks."""
+        best: tuple[Trunk, str, str] | None = None
+        for trunk in self.trunks:
+            prefix = trunk.matches(user)
+            if prefix is not None and (best is None or len(prefix) > len(best[2])):
+                best = (trunk, user[len(prefix) :] if trunk.strip_prefix else user, prefix)
+        return (best[0], best[1]) if best is not None else None
+
+
+def parse_trunks(items: Iterable[Mapping[str, Any]]) -> tuple[Trunk, ...]:
+    """Trunks from a list of tables (TOML ``[[trunks]]``, or JSON in ``UC_EDGE_TRUNKS``)."""
+    trunks = []
+    for index, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            raise ValueError(f"trunk #{index + 1} must be a table")
+        known = set(Trunk.__dataclass_fields__)
+        unknown = set(item) - known
+        if unknown:
+            raise ValueError(f"trunk #{index + 1}: unknown keys {', '.join(sorted(unknown))}")
+        values = dict(item)
+        for key in ("prefixes", "inbound_sources"):
+            if key in values:
+                values[key] = tuple(_strings(values[key], key))
+        trunks.append(Trunk(**values))
+    names = [trunk.name for trunk in trunks]
+    if len(set(names)) != len(names):
+        raise ValueError("trunk names must be unique")
+    return tuple(trunks)
+
+
+def _strings(value: Any, key: str) -> Sequence[str]:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise ValueError(f"trunk {key} must be a list of strings")

@@ -1,0 +1,582 @@
+"""The asyncio shell around :class:`~signaling.callcontrol.call.Call`: SIP in and out through the hub,
+media through the ``MediaControl`` port, rows through the repositories, one timer per call.
+
+    service = CallControlService(hub=hub, media=media, calls=calls_repo, cdrs=cdr_repo, router=router,
+                                 env=env, authenticator=auth, credentials=lookup)
+    service.install(sip_router)        # INVITE, ACK, BYE, CANCEL, INFO, REFER, NOTIFY, UPDATE, PRACK
+    await service.start()              # reads media events
+    ...
+    await service.stop()
+
+SIP sends run at once (in order). Media actions of a call run one after another on the call's media
+queue, repository writes one after another on its persistence queue (so ``call_sessions`` gets its
+row before ``call_legs``...). A failing write is logged with the call id and counted
+(``persist_failures``); the call goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import datetime as dt
+import functools
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from edge.logs import bind_call, get_logger
+from media.control import LocalMedia, MediaControl, MediaEvent, QualitySnapshot
+from signaling.callcontrol.actions import (
+    Action,
+    CreateEndpoint,
+    DestroyEndpoint,
+    MediaAction,
+    PersistAction,
+    ResolveRoute,
+    RouteReject,
+    SendSip,
+)
+from signaling.callcontrol.call import Call, CallEnvironment, CallerIdentity
+from signaling.callcontrol.executor import run_media, run_persist
+from signaling.callcontrol.router import CallRouter, CredentialLookup
+from signaling.sip.dialog import uri_of
+from signaling.sip.digest import AuthOutcome, Credentials, DigestAuthenticator
+from signaling.sip.errors import LocalProtocolError
+from signaling.sip.events import (
+    Event,
+    RequestReceived,
+    ResponseReceived,
+    TransactionKey,
+    TransactionTimeout,
+    TransportError,
+)
+from signaling.sip.invite import SendAck, SendRequest, SendResponse
+from signaling.sip.message import Request, build_response, cseq_of, to_tag
+from signaling.transport.application import SipRouter
+from signaling.transport.hub import SipTransportHub
+from storage.ports import CallRepository, CdrRepository, QualityReport
+
+log = get_logger("uc_edge.callcontrol")
+
+CALL_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "INFO", "REFER", "NOTIFY", "UPDATE", "PRACK", "MESSAGE")
+
+
+@dataclasses.dataclass(slots=True)
+class CallControlStats:
+    calls_started: int = 0
+    calls_answered: int = 0
+    calls_ended: int = 0
+    auth_challenges: int = 0
+    auth_failures: int = 0
+    persist_failures: int = 0
+    media_failures: int = 0
+    route_failures: int = 0
+    unknown_dialog_requests: int = 0
+    application_errors: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+class SerialQueue:
+    """Runs coroutines one after another; a task exists only while there is work."""
+
+    def __init__(self, on_error: Callable[[BaseException], None]) -> None:
+        self._pending: collections.deque[Callable[[], Awaitable[None]]] = collections.deque()
+        self._task: asyncio.Task[None] | None = None
+        self._on_error = on_error
+
+    def put(self, job: Callable[[], Awaitable[None]]) -> None:
+        self._pending.append(job)
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._drain())
+
+    @property
+    def idle(self) -> bool:
+        return self._task is None
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                job = self._pending.popleft()
+                try:
+                    await job()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:
+                    self._on_error(error)
+        finally:
+            self._task = None
+
+    async def wait(self) -> None:
+        while self._task is not None:
+            await asyncio.shield(self._task)
+
+    def cancel(self) -> None:
+        self._pending.clear()
+        if self._task is not None:
+            self._task.cancel()
+
+
+@dataclasses.dataclass(eq=False)
+class _Running:
+    call: Call
+    media: SerialQueue
+    persist: SerialQueue
+    timer: asyncio.TimerHandle | None = None
+    deadline: float | None = None
+    call_ids: set[str] = dataclasses.field(default_factory=set)
+    endpoints: set[str] = dataclasses.field(default_factory=set)
+
+
+class CallControlService:
+    def __init__(
+        self,
+        *,
+        hub: SipTransportHub,
+        media: MediaControl,
+        calls: CallRepository,
+        cdrs: CdrRepository,
+        router: CallRouter,
+        env: CallEnvironment,
+        authenticator: DigestAuthenticator | None = None,
+        credentials: CredentialLookup | None = None,
+        route_timeout: float = 5.0,
+        wallclock: Callable[[], float] = time.time,
+    ) -> None:
+        self.hub = hub
+        self.media = media
+        self.calls_repo = calls
+        self.cdrs = cdrs
+        self.router = router
+        self.config = env.config
+        self.authenticator = authenticator
+        self.credentials = credentials
+        self.route_timeout = route_timeout
+        self.wallclock = wallclock
+        self.stats = CallControlStats()
+        self._env = env
+        self._running: dict[uuid.UUID, _Running] = {}
+        self._draining: set[_Running] = set()  # finished calls whose queued writes still run
+        self._by_call_id: dict[str, _Running] = {}
+        self._by_endpoint: dict[str, _Running] = {}
+        self._transactions: dict[TransactionKey, tuple[_Running, uuid.UUID, str, int]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._events_task: asyncio.Task[None] | None = None
+        if self.config.require_auth and (authenticator is None or credentials is None):
+            raise ValueError("require_auth needs an authenticator and a credential lookup")
+
+    @staticmethod
+    def environment(
+        env: CallEnvironment, loop_time: Callable[[], float], wallclock: Callable[[], float] = time.time
+    ) -> CallEnvironment:
+        """``env`` with ``to_datetime`` mapping the loop's monotonic clock onto wall-clock UTC."""
+        offset = wallclock() - loop_time()
+        return dataclasses.replace(
+            env, to_datetime=lambda now: dt.datetime.fromtimestamp(offset + now, dt.UTC)
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def install(self, router: SipRouter) -> None:
+        for method in CALL_METHODS:
+            router.route(method, self.on_request)
+        previous = router.other_events
+
+        def other(event: Event, hub: SipTransportHub) -> Awaitable[None] | None:
+            self.on_other(event)
+            return previous(event, hub) if previous is not None else None
+
+        router.other_events = other
+
+    async def start(self) -> None:
+        self._events_task = asyncio.ensure_future(self._read_media_events())
+
+    async def stop(self, drain_seconds: float = 2.0) -> None:
+        if self._events_task is not None:
+            self._events_task.cancel()
+        for running in list(self._running.values()):
+            if running.timer is not None:
+                running.timer.cancel()
+        everyone = [*self._running.values(), *self._draining]
+        waits = [r.persist.wait() for r in everyone] + [r.media.wait() for r in everyone]
+        if waits:
+            await asyncio.wait([asyncio.ensure_future(w) for w in waits], timeout=drain_seconds)
+        for running in everyone:
+            running.media.cancel()
+            running.persist.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+
+    @property
+    def active_calls(self) -> int:
+        return len(self._running)
+
+    def stats_snapshot(self) -> dict[str, int]:
+        return {**self.stats.as_dict(), "active_calls": len(self._running)}
+
+    async def idle(self) -> None:
+        """Wait until every queued media action and repository write has run (tests, shutdown)."""
+        while True:
+            self._draining = {r for r in self._draining if not (r.persist.idle and r.media.idle)}
+            everyone = [*self._running.values(), *self._draining]
+            busy = [r for r in everyone if not (r.persist.idle and r.media.idle)]
+            if not busy and not self._tasks:
+                return
+            for running in busy:
+                await running.persist.wait()
+                await running.media.wait()
+            if self._tasks:
+                await asyncio.wait(list(self._tasks))
+
+    # ------------------------------------------------------------------ SIP input
+
+    def on_request(self, event: RequestReceived, hub: SipTransportHub) -> Awaitable[None] | None:
+        request = event.request
+        method = request.method
+        call_id = request.headers.get("Call-ID") or ""
+        running = self._by_call_id.get(call_id)
+        if method == "INVITE" and to_tag(request) is None and running is None:
+            return self._new_call(event)
+        if method == "CANCEL":
+            if running is not None and not running.call.ended:
+                self._feed(running, lambda now: running.call.handle_cancel(request, event.transaction, now))
+            elif event.cancels is not None:
+                invite_tx = hub.endpoint.server_transaction(event.cancels)
+                if invite_tx is not None:
+                    self._respond(event.cancels, build_response(invite_tx.request, 487))
+            return None
+        if running is not None:
+            handled: list[bool] = []
+            self._feed(
+                running,
+                lambda now: handled.append(running.call.handle_request(request, event.transaction, now)),
+            )
+            if handled and handled[0]:
+                return None
+        if event.transaction is not None:  # not an ACK: a dialog we do not know
+            self.stats.unknown_dialog_requests += 1
+            self._respond(event.transaction, build_response(request, 481))
+        return None
+
+    def on_other(self, event: Event) -> None:
+        if isinstance(event, ResponseReceived):
+            known = self._transactions.get(event.transaction)
+            if event.response.code >= 200:
+                self._transactions.pop(event.transaction, None)
+            running = self._by_call_id.get(event.response.headers.get("Call-ID") or "")
+            if running is None and known is not None:
+                running = known[0]
+            if running is not None:
+                call, response = running.call, event.response
+                self._feed(running, lambda now: call.handle_response(response, now))
+        elif isinstance(event, TransactionTimeout | TransportError):
+            key = event.transaction
+            known = self._transactions.pop(key, None) if key is not None else None
+            if known is None:
+                return
+            running, leg_id, method, cseq = known
+            status = 408 if isinstance(event, TransactionTimeout) else 503
+            self._feed(running, lambda now: running.call.request_failed(leg_id, method, cseq, now, status))
+
+    def _new_call(self, event: RequestReceived) -> Awaitable[None] | None:
+        trunk = self.config.trunk_for_source(event.source.host)
+        if trunk is not None:
+            self._start_call(event, CallerIdentity(trunk=trunk.name))
+            return None
+        if not self.config.require_auth:
+            self._start_call(event, CallerIdentity())
+            return None
+        return self._authenticate_then_start(event)
+
+    async def _authenticate_then_start(self, event: RequestReceived) -> None:
+        identity = await self._authenticate(event)
+        if identity is not None:
+            self._start_call(event, identity)
+
+    async def _authenticate(self, event: RequestReceived) -> CallerIdentity | None:
+        """Digest auth of an INVITE from a user (407 + Proxy-Authenticate when missing or wrong)."""
+        assert self.authenticator is not None and self.credentials is not None
+        authenticator, request = self.authenticator, event.request
+        transaction = event.transaction
+        assert transaction is not None
+        now = self.wallclock()
+        credentials: Credentials | None = None
+        for value in request.headers.getlist("Proxy-Authorization"):
+            try:
+                parsed = Credentials.parse(value)
+            except ValueError:
+                self._respond(transaction, build_response(request, 400, reason="Bad Proxy-Authorization"))
+                return None
+            if parsed.realm == authenticator.realm:
+                credentials = parsed
+                break
+        if credentials is None:
+            self.stats.auth_challenges += 1
+            self._respond(
+                transaction,
+                build_response(request, 407, headers=authenticator.challenge_headers(now, proxy=True)),
+            )
+            return None
+        try:
+            stored = await self.credentials(credentials.username, authenticator.realm)
+        except Exception:
+            log.exception("credential lookup failed", user=credentials.username)
+            self._respond(transaction, build_response(request, 500, headers=[("Retry-After", "5")]))
+            return None
+        ha1_value = stored.ha1(credentials.algorithm.value) if stored is not None else None
+        request_uri = str(request.uri)
+        if credentials.uri != request_uri and _names_same_target(credentials.uri, request):
+            request_uri = credentials.uri
+        result = authenticator.verify(
+            credentials, method="INVITE", request_uri=request_uri, ha1_value=ha1_value, now=now
+        )
+        if result.outcome is AuthOutcome.OK and stored is not None:
+            return CallerIdentity(username=credentials.username, account_id=stored.account_id)
+        self.stats.auth_failures += 1
+        if result.outcome is AuthOutcome.BAD_REQUEST:
+            self._respond(transaction, build_response(request, 400, reason=result.reason[:100]))
+            return None
+        headers = authenticator.challenge_headers(now, stale=result.outcome.rechallenge_stale, proxy=True)
+        self._respond(transaction, build_response(request, 407, headers=headers))
+        return None
+
+    def _start_call(self, event: RequestReceived, caller: CallerIdentity) -> None:
+        try:
+            call = Call(
+                event.request,
+                transaction=event.transaction,
+                source=event.source,
+                now=self.hub.now(),
+                caller=caller,
+                env=self._env,
+            )
+        except Exception:
+            self.stats.application_errors += 1
+            log.exception("could not start a call", sip_call_id=event.request.headers.get("Call-ID"))
+            if event.transaction is not None:
+                self._respond(event.transaction, build_response(event.request, 500))
+            return
+        self.stats.calls_started += 1
+        running = _Running(call, SerialQueue(self._media_error(call)), SerialQueue(self._persist_error(call)))
+        self._running[call.call_id] = running
+        self._process(running)
+
+    # ------------------------------------------------------------------ driving a call
+
+    def _feed(self, running: _Running, step: Callable[[float], object]) -> None:
+        call = running.call
+        with bind_call(str(call.call_id), str(call.correlation_id)):
+            try:
+                step(self.hub.now())
+            except Exception:
+                self.stats.application_errors += 1
+                log.exception("call control failed")
+            self._process(running)
+
+    def _process(self, running: _Running) -> None:
+        call = running.call
+        with bind_call(str(call.call_id), str(call.correlation_id)):
+            answered_before = call.answered_at is not None
+            for action in call.actions():
+                self._execute(running, action)
+            for sip_call_id in call.sip_call_ids() - running.call_ids:
+                running.call_ids.add(sip_call_id)
+                self._by_call_id[sip_call_id] = running
+            if not answered_before and call.answered_at is not None:
+                self.stats.calls_answered += 1
+            self._arm_timer(running)
+            if call.finished:
+                self._forget(running)
+
+    def _execute(self, running: _Running, action: Action) -> None:
+        if isinstance(action, SendSip):
+            self._send(running, action)
+        elif isinstance(action, ResolveRoute):
+            self._spawn(self._route(running, action))
+        elif isinstance(action, MediaAction):
+            running.media.put(lambda: self._run_media(running, action))
+        elif isinstance(action, PersistAction):
+            running.persist.put(lambda: self._run_persist(running, action))
+
+    def _send(self, running: _Running, action: SendSip) -> None:
+        message = action.message
+        try:
+            if isinstance(message, SendResponse):
+                if isinstance(message.transaction, TransactionKey):
+                    self._respond(message.transaction, message.response)
+            elif isinstance(message, SendAck):
+                assert action.destination is not None
+                self.hub.send_stateless(message.request, action.destination)
+            elif isinstance(message, SendRequest):
+                assert action.destination is not None
+                request = message.request
+                key = self.hub.send_request(request, action.destination)
+                self._transactions[key] = (running, action.leg_id, request.method, cseq_of(request).sequence)
+        except (LocalProtocolError, ValueError, OSError):
+            log.exception("SIP send failed", leg_id=str(action.leg_id))
+
+    def _respond(self, transaction: TransactionKey, response: Any) -> None:
+        try:
+            self.hub.respond(transaction, response)
+        except LocalProtocolError:
+            pass  # the transaction is already gone (answered, or timed out)
+
+    def _arm_timer(self, running: _Running) -> None:
+        deadline = None if running.call.finished else running.call.get_timer()
+        if deadline == running.deadline:
+            return
+        if running.timer is not None:
+            running.timer.cancel()
+            running.timer = None
+        running.deadline = deadline
+        if deadline is not None:
+            running.timer = self.hub.loop.call_at(deadline, self._on_timer, running)
+
+    def _on_timer(self, running: _Running) -> None:
+        running.timer = None
+        running.deadline = None
+        self._feed(running, running.call.handle_timer)
+
+    def _forget(self, running: _Running) -> None:
+        call = running.call
+        if self._running.pop(call.call_id, None) is None:
+            return
+        if not (running.persist.idle and running.media.idle):
+            self._draining.add(running)
+        self.stats.calls_ended += 1
+        if running.timer is not None:
+            running.timer.cancel()
+            running.timer = None
+        for sip_call_id in running.call_ids:
+            if self._by_call_id.get(sip_call_id) is running:
+                del self._by_call_id[sip_call_id]
+        for endpoint_id in running.endpoints:
+            if self._by_endpoint.get(endpoint_id) is running:
+                del self._by_endpoint[endpoint_id]
+        for key in [k for k, v in self._transactions.items() if v[0] is running]:
+            del self._transactions[key]
+        log.info("call finished", cause=call.end_cause, status=call.end_status)
+
+    # ------------------------------------------------------------------ async work
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _route(self, running: _Running, action: ResolveRoute) -> None:
+        call = running.call
+        with bind_call(str(call.call_id), str(call.correlation_id)):
+            try:
+                route = await asyncio.wait_for(self.router.resolve(action.query), self.route_timeout)
+            except Exception:
+                self.stats.route_failures += 1
+                log.exception("routing failed", user=action.query.user)
+                route = RouteReject(
+                    f"sip:{action.query.user}@{action.query.host}", 500, "failed", "routing failed"
+                )
+        self._feed(running, lambda now: call.handle_route(action.step, route, now))
+
+    async def _run_media(self, running: _Running, action: MediaAction) -> None:
+        call = running.call
+        with bind_call(str(call.call_id), str(call.correlation_id)):
+            if isinstance(action, CreateEndpoint):
+                try:
+                    local = await run_media(action, self.media, str(call.call_id))
+                except Exception as error:
+                    reason = str(error)
+                    self.stats.media_failures += 1
+                    log.warning("media endpoint not created", error=reason)
+                    self._feed(
+                        running, lambda now: call.handle_endpoint(action.leg_id, None, now, error=reason)
+                    )
+                    return
+                assert isinstance(local, LocalMedia)
+                running.endpoints.add(local.endpoint_id)
+                self._by_endpoint[local.endpoint_id] = running
+                self._feed(running, lambda now: call.handle_endpoint(action.leg_id, local, now))
+                return
+            result = await run_media(action, self.media, str(call.call_id))
+            if isinstance(action, DestroyEndpoint) and isinstance(result, QualitySnapshot):
+                self._by_endpoint.pop(action.endpoint_id, None)
+                self._report_quality(running, action, result)
+
+    def _report_quality(self, running: _Running, action: DestroyEndpoint, snapshot: QualitySnapshot) -> None:
+        if snapshot.packets_received <= 0:
+            return
+        call = running.call
+        seconds = max(self.hub.now() - call.started_at, 0.001)
+        try:
+            report = QualityReport(
+                leg_id=action.leg_id,
+                interval_seconds=seconds,
+                jitter_ms=max(snapshot.jitter_ms, 0.0),
+                packet_loss_fraction=min(max(snapshot.loss_percent / 100.0, 0.0), 1.0),
+                packets_lost=max(snapshot.packets_lost, 0),
+                rtt_ms=snapshot.rtt_ms,
+                mos=snapshot.mos if snapshot.mos is None or 1 <= snapshot.mos <= 5 else None,
+            )
+        except ValueError:
+            return
+
+        async def write() -> None:
+            await self.calls_repo.report_quality(call.call_id, report)
+
+        running.persist.put(write)
+
+    async def _run_persist(self, running: _Running, action: PersistAction) -> None:
+        await run_persist(action, self.calls_repo, self.cdrs)
+
+    def _persist_error(self, call: Call) -> Callable[[BaseException], None]:
+        def report(error: BaseException) -> None:
+            self.stats.persist_failures += 1
+            with bind_call(str(call.call_id), str(call.correlation_id)):
+                log.error("call repository write failed", error=repr(error))
+
+        return report
+
+    def _media_error(self, call: Call) -> Callable[[BaseException], None]:
+        def report(error: BaseException) -> None:
+            self.stats.media_failures += 1
+            with bind_call(str(call.call_id), str(call.correlation_id)):
+                log.error("media action failed", error=repr(error))
+
+        return report
+
+    async def _read_media_events(self) -> None:
+        try:
+            async for event in self.media.events():
+                endpoint_id = getattr(event, "endpoint_id", None)
+                running = self._by_endpoint.get(endpoint_id) if isinstance(endpoint_id, str) else None
+                if running is not None:
+                    self._feed(running, functools.partial(_media_event_step, running.call, event))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logging.getLogger(__name__).exception("media event stream failed")
+
+
+def _names_same_target(digest_uri: str, request: Request) -> bool:
+    """The client's spelling of the Request-URI in its digest ``uri``: the same URI written differently,
+    or (SIPp 3.6) the user-less ``sip:host:port`` of the Request-URI. The response still hashes the
+    ``uri`` the client sent and the nonce is ours, so accepting the spelling weakens nothing."""
+    try:
+        parsed = uri_of(digest_uri)
+    except ValueError:
+        return False
+    target = request.uri
+    if parsed == target:
+        return True
+    return (
+        not parsed.user
+        and parsed.host.lower() == target.host.lower()
+        and (parsed.port or 5060) == (target.port or 5060)
+    )
+
+
+def _media_event_step(call: Call, event: MediaEvent, now: float) -> None:
+    call.handle_media_event(event, now)
