@@ -16,6 +16,9 @@ pytestmark = pytest.mark.e2e
 PASSWORD = "e2e-ws-secret"
 WS_HOST = "df7jal23ls0d.invalid"
 
+# Browsers on RFC 8760 stacks get SHA-256 offered first; this module checks that path.
+SERVER_ENV = {"UC_EDGE_SIP_DIGEST_ALGORITHMS": "SHA-256,MD5"}
+
 
 class SipOverWebSocket:
     """Just enough of a WebSocket UA: send one request, read the final response on the same socket."""
