@@ -189,28 +189,37 @@ class OutboxRelay:
         broker's acknowledgements). Order per key still holds: a batch holds rows of a key only when no
         other batch holds earlier ones, since those are leased and the claim skips keys behind a lease.
         """
+        # A failing worker asks the others to stop after their current batch instead of cancelling them:
+        # a worker cancelled while its claim commits would leave rows leased to us that nobody releases,
+        # holding that key back until the lease expires.
+        stop = asyncio.Event()
         workers = [
-            asyncio.create_task(self._drain_one_by_one()) for _ in range(self.config.batches_in_flight)
+            asyncio.create_task(self._drain_one_by_one(stop)) for _ in range(self.config.batches_in_flight)
         ]
         try:
-            await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
-        finally:
+            results = await asyncio.gather(*workers, return_exceptions=True)
+        except asyncio.CancelledError:
             for worker in workers:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
-        for worker in workers:
-            error = None if worker.cancelled() else worker.exception()
-            if error is not None:
-                raise error
-        return sum(worker.result() for worker in workers)
+            raise
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return sum(r for r in results if isinstance(r, int))
 
-    async def _drain_one_by_one(self) -> int:
+    async def _drain_one_by_one(self, stop: asyncio.Event) -> int:
         total = 0
-        while True:
-            sent, claimed = await self.relay_batch()
-            total += sent
-            if claimed == 0:
-                return total
+        try:
+            while not stop.is_set():
+                sent, claimed = await self.relay_batch()
+                total += sent
+                if claimed == 0:
+                    break
+        except BaseException:
+            stop.set()
+            raise
+        return total
 
     async def relay_batch(self) -> tuple[int, int]:
         """Claim, publish and mark one batch: ``(rows marked sent, rows claimed)``.

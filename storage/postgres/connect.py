@@ -115,7 +115,7 @@ async def transaction(pool: asyncpg.Pool, what: str) -> AsyncIterator[asyncpg.Co
     try:
         async with pool.acquire() as conn, conn.transaction():
             yield conn
-    except (*CONNECTION_LOST, asyncpg.InterfaceError) as error:
+    except (*CONNECTION_LOST, asyncpg.InterfaceError, asyncpg.InternalClientError) as error:
         if not is_connection_loss(error):
             raise
         raise DatabaseUnavailable(
@@ -128,6 +128,11 @@ async def transaction(pool: asyncpg.Pool, what: str) -> AsyncIterator[asyncpg.Co
 def is_connection_loss(error: BaseException) -> bool:
     """A dropped server connection; asyncpg may report it as an InterfaceError raised while cleaning up."""
     if isinstance(error, CONNECTION_LOST):
+        return True
+    if isinstance(error, asyncpg.InternalClientError):
+        # A pooled connection that read the server's shutdown notice before its socket closed reports
+        # "cannot switch to state …" on the next query (asyncpg#784): inside transaction() the connection
+        # is ours alone, so this can only mean the server went away.
         return True
     if isinstance(error, asyncpg.InterfaceError):
         return "connection is closed" in str(error) or isinstance(error.__context__, CONNECTION_LOST)
