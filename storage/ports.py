@@ -834,6 +834,16 @@ class PresignedUrlLeaseStore(_Protocol):
         ...
 
 
+@_dataclass(frozen=True, slots=True)
+class RoutingRule:
+    """One row of ``routing_rules`` as call control reads it (only ``always`` conditions apply here)."""
+
+    action: str  # ring_devices | forward | reject | voicemail | queue
+    target: str | None = None
+    condition_type: str = "always"
+    priority: int = 100
+
+
 # --- hot path (Redis) and blob store (S3) -----------------------------------------------------------------
 # (owned by the Redis/S3 work; add ports below this marker)
 
@@ -893,6 +903,15 @@ def check_idempotency_ttl(
 
 class BindingLimitExceeded(Exception):
     """An AOR would hold more bindings than the store allows (the registrar answers 403/503)."""
+
+
+class ContactLimitExceeded(BindingLimitExceeded):
+    """An AOR would hold more bindings than the caller's own limit (``apply_register(max_bindings=)``)."""
+
+
+class OutOfOrderRegister(Exception):
+    """A REGISTER would change a binding made with the same Call-ID and a CSeq not below its own
+    (RFC 3261 §10.3 step 7): nothing was written (the registrar answers 500)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -1020,6 +1039,29 @@ class LocationStore(Protocol):
 
         An upsert already expired at ``now`` removes its twin. Raises ``BindingLimitExceeded`` (nothing
         written) when the AOR would exceed the store's binding limit.
+        """
+        ...
+
+    async def apply_register(
+        self,
+        aor: str,
+        upserts: Sequence[Binding],
+        removals: Sequence[str],
+        now: float,
+        *,
+        call_id: str,
+        cseq: int,
+        max_bindings: int,
+        remove_all: bool = False,
+    ) -> list[Binding]:
+        """A REGISTER's whole store work in one atomic step (one round trip): ``save`` guarded by the
+        registrar's checks, returning the AOR's unexpired bindings afterwards (``list_bindings`` order).
+
+        ``remove_all`` drops every binding (``Contact: *``), else ``removals`` then ``upserts`` apply as in
+        ``save``. Nothing is written when a binding to be replaced or removed carries ``call_id`` with a
+        CSeq not below ``cseq`` (``OutOfOrderRegister``), when more than ``max_bindings`` would remain
+        (``ContactLimitExceeded``) or more than the store allows (``BindingLimitExceeded``), checked in
+        that order.
         """
         ...
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 from signaling.callcontrol.actions import (
@@ -24,19 +23,9 @@ from signaling.callcontrol.actions import (
 )
 from signaling.callcontrol.config import CallControlConfig, Trunk
 from signaling.sip.routing import TRANSPORTS, TransportAddress
-from storage.ports import Binding, LocationStore, SipCredentials
+from storage.ports import Binding, LocationStore, RoutingRule, SipCredentials
 
 CredentialLookup = Callable[[str, str], Awaitable[SipCredentials | None]]
-
-
-@dataclass(frozen=True, slots=True)
-class RoutingRule:
-    """One row of ``routing_rules`` as call control reads it (only ``always`` conditions apply here)."""
-
-    action: str  # ring_devices | forward | reject | voicemail | queue
-    target: str | None = None
-    condition_type: str = "always"
-    priority: int = 100
 
 
 class RoutingRuleSource(Protocol):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
 
-from storage.ports import AccountExists, SipAccount, SipCredentials
+from storage.ports import AccountExists, RoutingRule, SipAccount, SipCredentials
 from storage.postgres.connect import create_pool, transaction
 from storage.postgres.credentials import (
     DEFAULT_SCRYPT_COST,
@@ -83,6 +84,23 @@ class PgAccountStore:
             row["ha1_sha256"],
             row["ha1_sha512_256"],
         )
+
+    async def rules_for(self, account_id: uuid.UUID) -> Sequence[RoutingRule]:
+        """``RoutingRuleSource``: the account's enabled ``routing_rules``, lowest priority number first.
+
+        Only what call control reads is mapped: the ``condition`` document and ``device_id`` stay in the
+        table (the router applies ``always`` rules only and rings every registered device).
+        """
+        rows = await self._pool.fetch(_SQL["routing_rules_for_account"], account_id)
+        return [
+            RoutingRule(
+                action=row["action"],
+                target=row["target"],
+                condition_type=row["condition_type"],
+                priority=row["priority"],
+            )
+            for row in rows
+        ]
 
 
 @contextlib.asynccontextmanager

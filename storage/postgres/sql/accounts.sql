@@ -46,3 +46,11 @@ SELECT c.account_id, c.username, c.realm, c.ha1_md5, c.ha1_sha256, c.ha1_sha512_
 FROM sip_credentials c
 JOIN accounts a USING (account_id)
 WHERE c.username = $1 AND c.realm = $2 AND a.status = 'active';
+
+-- name: routing_rules_for_account
+-- $1 account_id. Enabled rules in the order call control tries them: lowest priority number first, then
+-- the oldest rule (ties keep a stable, repeatable order).
+SELECT priority, condition_type, action, target
+FROM routing_rules
+WHERE account_id = $1 AND enabled
+ORDER BY priority, created_at, rule_id;

@@ -1,0 +1,687 @@
+"""b2bua-cps: calls per second through the B2BUA on one core (SIPp caller and callee), against Kamailio.
+
+What runs (every process is started here, pinned, and stopped here by its process group):
+
+* a SIPp callee (``bench/peers/cps_uas.xml``: 180, then 200 with an SDP answer; ACK; BYE → 200) on the
+  load core;
+* ``uc-edge serve`` on its own spare ports, pinned to one core (``taskset -c 1``), with one static trunk
+  ``uas`` pointing at the callee (prefix ``""``: every dialled user goes there) that also admits calls from
+  127.0.0.1 (no digest on the A leg), flood protection exempting 127.0.0.1, a node id of its own;
+* rate steps: a SIPp caller (``bench/peers/cps_uac.xml``: INVITE with SDP, 100/180/200, ACK, ``hold_ms``
+  of call without RTP, BYE) on the load core offers each rate for ``step_seconds``. A step is clean when
+  SIPp exits 0, every call succeeded and the calls were placed at the offered pace. The highest clean rate
+  is ``cps_clean``; the server's CPU % (``/proc``) and SIPp's call-setup time (INVITE → 200, per call via
+  ``-trace_rtt``) are recorded per step. Steps stop at the first unclean one;
+* sanity: each step's caller name is unique, and after the steps the server's ``call_sessions`` must hold
+  exactly one ended row per call of every clean step — the calls really went through the B2BUA;
+* the same steps through Kamailio as a transaction-stateful proxy (``bench/peers/kamailio-proxy.cfg``, one
+  UDP worker, ``taskset -c 1``) to a fresh SIPp callee, for the ratio ``uc-edge/kamailio``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from bench.framework import BenchError, Suite, SuiteContext, SuiteResult, monotonic
+from bench.suites.sip_register import (
+    CLOCK_TICKS,
+    LOAD_CORE,
+    SERVER_CORE,
+    SOCKET_BUFFER,
+    cpu_seconds,
+    free_port,
+    group_pids,
+    last_stat_row,
+    parse_rates,
+    pinned,
+    report_server_errors,
+    stat_seconds,
+    stop_group,
+    wait_for_sip,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+PEERS = ROOT / "bench" / "peers"
+UAC_SCENARIO = PEERS / "cps_uac.xml"
+UAS_SCENARIO = PEERS / "cps_uas.xml"
+KAMAILIO_CFG = PEERS / "kamailio-proxy.cfg"
+CALLS_DSN = "postgresql://uc_edge:uc_edge@127.0.0.1:5432/uc_calls"
+TARGET_CPS = 500.0
+DEFAULT_RATES = "50,100,200,300,500,750,1000,1500,2000,3000,4000,6000"
+QUICK_RATES = "50,100,200,300,500,750,1000,1500"
+CALLEE = "bench"
+# A step may end 5 % + 2 s after calls/rate + hold: SIPp's start-up, the last call's setup and BYE;
+# and calls must be answered at >= 90 % of the offered rate (first to last 200), or the server is only
+# building a backlog that a longer step would turn into failures.
+PACE_TOLERANCE, PACE_SLACK_SECONDS = 1.05, 2.0
+ANSWER_RATE_FRACTION = 0.9
+IDLE_SECONDS = 3.0
+SETTLE_STALL_SECONDS, SETTLE_LIMIT_SECONDS = 15.0, 240.0
+WARMUP_CALLS, WARMUP_RATE = 100, 50
+
+
+# --- processes --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def sipp_callee(workdir: Path, label: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """The SIPp callee on the load core, on a fresh port, for as long as the block runs."""
+    port = free_port()
+    rundir = workdir / f"uas-{label}"
+    rundir.mkdir(exist_ok=True)
+    log = open(rundir / "sipp-uas.log", "w")  # closed in finally
+    process = subprocess.Popen(
+        pinned(
+            LOAD_CORE,
+            [
+                shutil.which("sipp") or "sipp",
+                "-sf",
+                str(UAS_SCENARIO),
+                "-i",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-nostdin",
+                "-buff_size",
+                str(SOCKET_BUFFER),
+                "-trace_err",
+                "-error_file",
+                str(rundir / "uas-errors.log"),
+            ],
+        ),
+        cwd=rundir,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        time.sleep(0.5)  # SIPp binds at once; a probe would count as an unexpected call
+        if process.poll() is not None:
+            raise BenchError(f"the SIPp callee exited: {(rundir / 'sipp-uas.log').read_text()[-1500:]}")
+        yield process, port
+    finally:
+        stop_group(process, grace=5)
+        log.close()
+
+
+@contextlib.contextmanager
+def uc_edge_b2bua(
+    workdir: Path, callee_port: int, node_id: str
+) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    sip_port, http_port = free_port(), free_port()
+    trunk = {
+        "name": "uas",
+        "host": "127.0.0.1",
+        "port": callee_port,
+        "prefixes": [""],
+        "inbound_sources": ["127.0.0.1"],
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UC_EDGE_")}
+    env.update(
+        UC_EDGE_SIP_UDP_PORT=str(sip_port),
+        UC_EDGE_SIP_TCP_PORT=str(sip_port),
+        UC_EDGE_HTTP_PORT=str(http_port),
+        UC_EDGE_CALL_REQUIRE_AUTH="false",
+        UC_EDGE_SIP_TRUNKS=json.dumps([trunk]),
+        UC_EDGE_FLOOD_EXEMPT_SOURCES="127.0.0.1",
+        UC_EDGE_LOG_LEVEL="WARNING",
+        UC_EDGE_LOG_FORMAT="json",
+        UC_EDGE_NODE_ID=node_id,
+    )
+    log = open(workdir / "uc-edge.log", "w")  # closed in finally
+    process = subprocess.Popen(
+        pinned(SERVER_CORE, [sys.executable, "-m", "edge.cli", "serve"]),
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert process.stdout is not None
+        deadline = time.monotonic() + 30
+        started = False
+        while time.monotonic() < deadline and not started:
+            line = process.stdout.readline()
+            if not line:
+                break
+            started = "metrics" in line
+        if not started:
+            raise BenchError(f"uc-edge serve did not start: {(workdir / 'uc-edge.log').read_text()[-2000:]}")
+        yield process, sip_port
+    finally:
+        stop_group(process)
+        log.close()
+
+
+@contextlib.contextmanager
+def kamailio_proxy(workdir: Path, callee_port: int) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    binary = shutil.which("kamailio") or "/usr/sbin/kamailio"
+    if not Path(binary).exists():
+        raise BenchError("kamailio is not installed (apt-get install kamailio)")
+    port = free_port()
+    rundir = workdir / "kamailio-run"
+    rundir.mkdir(exist_ok=True)
+    command = pinned(
+        SERVER_CORE,
+        [
+            binary,
+            "-f",
+            str(KAMAILIO_CFG),
+            "-DD",
+            "-E",
+            "-n",
+            "1",
+            "-x",
+            "tlsf",
+            "-m",
+            "4096",
+            "-M",
+            "16",
+            "-Y",
+            str(rundir),
+            "-P",
+            str(rundir / "kamailio.pid"),
+            "-A",
+            f"LISTEN=udp:127.0.0.1:{port}",
+            "-A",
+            f'TARGET="sip:127.0.0.1:{callee_port}"',
+        ],
+    )
+    log = open(workdir / "kamailio.log", "w")  # closed in finally
+    process = subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, text=True, start_new_session=True
+    )
+    try:
+        if not wait_for_sip(port, process, timeout=15):
+            raise BenchError(f"kamailio did not answer: {(workdir / 'kamailio.log').read_text()[-2000:]}")
+        yield process, port
+    finally:
+        stop_group(process)
+        log.close()
+
+
+# --- SIPp caller ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CallStep:
+    rate: int
+    calls: int
+    hold_seconds: float
+    caller: str  # the From user of every call of this step
+    created: int
+    successful: int
+    failed: int
+    retransmissions: int
+    exit_code: int
+    wall_seconds: float
+    sipp_seconds: float
+    cpu_percent: float
+    others_on_core_percent: float  # the server core's busy time not spent by the server (shared machine)
+    setup_ms: list[float]  # INVITE sent -> 200 received, one per call SIPp traced
+    answered_at: list[float]  # seconds since SIPp started when each 200 arrived
+    load_average: float = 0.0
+    detail: str = ""
+
+    @property
+    def achieved_rate(self) -> float:
+        """Calls answered per second between the first and the last 200 (SIPp's own clock)."""
+        if len(self.answered_at) < 2:
+            return 0.0
+        span = max(self.answered_at) - min(self.answered_at)
+        return (len(self.answered_at) - 1) / span if span > 0 else 0.0
+
+    @property
+    def cpu_ms_per_call(self) -> float:
+        return self.cpu_percent / 100 / self.rate * 1000
+
+    @property
+    def complete(self) -> bool:
+        return self.exit_code == 0 and self.failed == 0 and self.successful == self.calls
+
+    @property
+    def clean(self) -> bool:
+        """Complete, placed at the offered pace (not throttled by SIPp's outstanding-call limit) and
+        answered at (nearly) that pace."""
+        ideal = self.calls / self.rate + self.hold_seconds
+        return (
+            self.complete
+            and self.wall_seconds <= ideal * PACE_TOLERANCE + PACE_SLACK_SECONDS
+            and (self.calls < 10 or self.achieved_rate >= self.rate * ANSWER_RATE_FRACTION)
+        )
+
+    def setup_percentile(self, fraction: float) -> float:
+        return percentile(self.setup_ms, fraction)
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile (0 for no values)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(fraction * len(ordered) + 0.5) - 1))
+    return float(ordered[rank])
+
+
+def read_setup_times(directory: Path) -> tuple[list[float], list[float]]:
+    """Counter 1 (INVITE → 200) of SIPp's ``-trace_rtt`` file(s): (response times in ms, seconds since
+    SIPp's start at which each 200 arrived)."""
+    times: list[float] = []
+    arrivals: list[float] = []
+    for path in directory.glob("*_rtt.csv"):
+        with open(path, newline="") as handle:
+            for row in csv.reader(handle, delimiter=";"):
+                if len(row) >= 3 and row[2].strip() == "1":
+                    with contextlib.suppress(ValueError):
+                        arrival, elapsed = float(row[0]) / 1000, float(row[1])
+                        times.append(elapsed)
+                        arrivals.append(arrival)
+    return times, arrivals
+
+
+def core_busy_seconds(core: str) -> tuple[float, float]:
+    """(busy, total) CPU seconds of one core so far, from /proc/stat."""
+    with open("/proc/stat") as handle:
+        for line in handle:
+            if line.startswith(f"cpu{core} "):
+                ticks = [int(v) for v in line.split()[1:]]
+                idle = ticks[3] + ticks[4]  # idle + iowait
+                return (sum(ticks[:8]) - idle) / CLOCK_TICKS, sum(ticks[:8]) / CLOCK_TICKS
+    return 0.0, 0.0
+
+
+async def run_caller(
+    target_port: int,
+    rate: int,
+    calls: int,
+    hold_ms: int,
+    caller: str,
+    server_pids: Sequence[int],
+    workdir: Path,
+) -> CallStep:
+    """Offer ``calls`` calls at ``rate``/s; the server's CPU % over the same interval."""
+    stepdir = workdir / f"uac-{caller}"
+    stepdir.mkdir()
+    stat = stepdir / "stat.csv"
+    errors = stepdir / "errors.log"
+    hold = hold_ms / 1000
+    limit = max(200, int(rate * (hold + 2)))
+    timeout = calls / rate * 2 + hold + 20
+    command = pinned(
+        LOAD_CORE,
+        [
+            shutil.which("sipp") or "sipp",
+            "-sf",
+            str(UAC_SCENARIO),
+            "-set",
+            "hold",
+            str(hold_ms),
+            "-set",
+            "caller",
+            caller,
+            "-s",
+            CALLEE,
+            f"127.0.0.1:{target_port}",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(free_port()),
+            "-r",
+            str(rate),
+            "-m",
+            str(calls),
+            "-l",
+            str(limit),
+            "-nostdin",
+            "-buff_size",
+            str(SOCKET_BUFFER),
+            "-timeout",
+            f"{int(timeout)}s",
+            "-trace_stat",
+            "-stf",
+            str(stat),
+            "-fd",
+            "1",
+            "-trace_rtt",
+            "-rtt_freq",
+            "100",
+            "-trace_err",
+            "-error_file",
+            str(errors),
+        ],
+    )
+    cpu_before = cpu_seconds(server_pids)
+    core_before = core_busy_seconds(SERVER_CORE)
+    started = monotonic()
+    process = await asyncio.create_subprocess_exec(
+        *command,
+        cwd=stepdir,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout + 15)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, 9)
+        await process.wait()
+        stderr = b"SIPp overran its time limit"
+    wall = monotonic() - started
+    cpu = (cpu_seconds(server_pids) - cpu_before) / wall * 100 if wall > 0 else 0.0
+    core_after = core_busy_seconds(SERVER_CORE)
+    core_total = core_after[1] - core_before[1]
+    core_busy = (core_after[0] - core_before[0]) / core_total * 100 if core_total > 0 else 0.0
+    row = last_stat_row(stat)
+    setup_ms, answered_at = read_setup_times(stepdir)
+    detail = stderr.decode(errors="replace")[-500:]
+    if errors.exists():
+        detail += errors.read_text(errors="replace")[:800]  # the first error explains the rest
+    return CallStep(
+        rate=rate,
+        calls=calls,
+        hold_seconds=hold,
+        caller=caller,
+        created=int(row.get("TotalCallCreated", 0) or 0),
+        successful=int(row.get("SuccessfulCall(C)", 0) or 0),
+        failed=int(row.get("FailedCall(C)", 0) or 0),
+        retransmissions=int(row.get("Retransmissions(C)", 0) or 0),
+        exit_code=process.returncode if process.returncode is not None else -1,
+        wall_seconds=wall,
+        sipp_seconds=stat_seconds(row),
+        cpu_percent=cpu,
+        others_on_core_percent=max(0.0, core_busy - cpu),
+        setup_ms=setup_ms,
+        answered_at=answered_at,
+        load_average=os.getloadavg()[0],
+        detail=detail,
+    )
+
+
+async def rate_steps(
+    ctx: SuiteContext,
+    label: str,
+    target_port: int,
+    rates: Sequence[int],
+    step_seconds: float,
+    hold_ms: int,
+    server_pids: Sequence[int],
+    run_tag: str,
+) -> list[CallStep]:
+    task = ctx.task(f"{label}: rate steps", total=len(rates))
+    results: list[CallStep] = []
+    for rate in rates:
+        calls = max(1, int(rate * step_seconds))
+        caller = f"{run_tag}{label[:3]}r{rate}"
+        step = await run_caller(target_port, rate, calls, hold_ms, caller, server_pids, ctx.workdir)
+        results.append(step)
+        task.advance()
+        ctx.log(
+            f"{label} {rate} calls/s: {step.successful}/{step.calls} ok, {step.failed} failed, "
+            f"{step.retransmissions} retransmissions, achieved {step.achieved_rate:.0f}/s, "
+            f"server CPU {step.cpu_percent:.0f}% ({step.cpu_ms_per_call:.2f} ms per call; other processes "
+            f"used {step.others_on_core_percent:.0f}% of core {SERVER_CORE}), "
+            f"setup p50 {step.setup_percentile(0.5):.0f} ms "
+            f"p99 {step.setup_percentile(0.99):.0f} ms, sipp exit {step.exit_code}, "
+            f"machine load average {step.load_average:.2f}"
+            + ("" if step.clean else f" — not clean: {step.detail.strip()[:800]}")
+        )
+        if not step.clean:
+            break
+        await asyncio.sleep(hold_ms / 1000 + 1.0)  # let the last calls and transactions finish
+    task.finish()
+    return results
+
+
+async def idle_cpu_percent(pids: Sequence[int]) -> float:
+    """The server's CPU % with no calls up (timers, housekeeping, outbox relay), over ``IDLE_SECONDS``."""
+    before, started = cpu_seconds(pids), monotonic()
+    await asyncio.sleep(IDLE_SECONDS)
+    return (cpu_seconds(pids) - before) / (monotonic() - started) * 100
+
+
+def highest_clean(steps: Sequence[CallStep]) -> CallStep | None:
+    clean = [s for s in steps if s.clean]
+    return max(clean, key=lambda s: s.rate) if clean else None
+
+
+# --- sanity: the calls went through the B2BUA ---------------------------------------------------------------
+
+
+async def check_call_rows(ctx: SuiteContext, node_id: str, steps: Sequence[CallStep]) -> tuple[int, float]:
+    """Wait for the server's rows to settle; every clean step's calls must be there, ended, exactly once.
+
+    The B2BUA writes its rows behind the signalling (a queue per call), so under load they lag: this
+    waits while the rows still change (at most ``SETTLE_LIMIT_SECONDS``) and returns (rows written by
+    this run's server, seconds from the end of the last step until every row had ended).
+    """
+    conn = await asyncpg.connect(CALLS_DSN)
+    started = last_change = monotonic()
+    previous: dict[tuple[str, str], int] = {}
+    try:
+        while True:
+            rows = await conn.fetch(
+                "SELECT split_part(split_part(from_uri, '@', 1), ':', 2) AS caller, status, count(*) AS n"
+                " FROM call_sessions WHERE node_id = $1 GROUP BY 1, 2",
+                node_id,
+            )
+            counts: dict[tuple[str, str], int] = {(r["caller"], r["status"]): r["n"] for r in rows}
+            now = monotonic()
+            if counts != previous:
+                previous, last_change = counts, now
+            settled = all(
+                counts.get((s.caller, "ended"), 0) >= s.successful for s in steps if s.clean
+            ) and not any(status in ("initiated", "answered") for _, status in counts)
+            if settled or now - last_change > SETTLE_STALL_SECONDS or now - started > SETTLE_LIMIT_SECONDS:
+                break
+            await asyncio.sleep(0.5)
+    finally:
+        await conn.close()
+    lag = monotonic() - started
+    total = sum(counts.values())
+    open_rows = sum(n for (_, status), n in counts.items() if status in ("initiated", "answered"))
+    if not settled:
+        ctx.log(f"call_sessions still had {open_rows} open rows {lag:.0f} s after the last step")
+    for step in steps:
+        if not step.clean:
+            continue
+        mine = {status: n for (caller, status), n in counts.items() if caller == step.caller}
+        if sum(mine.values()) != step.calls or (settled and mine != {"ended": step.calls}):
+            raise BenchError(
+                f"uc-edge step {step.rate}/s: SIPp completed {step.calls} calls but call_sessions holds "
+                f"{mine or 'no rows'} for caller {step.caller} (node {node_id})"
+            )
+    ctx.log(
+        f"call_sessions: {total} rows written by node {node_id}; every clean step has one row per call"
+        + (f", all ended {lag:.1f} s after the last step" if settled else f"; {open_rows} still open")
+    )
+    return total, lag if settled else float("inf")
+
+
+# --- the suite --------------------------------------------------------------------------------------------
+
+
+async def run(ctx: SuiteContext) -> SuiteResult:
+    if shutil.which("sipp") is None:
+        raise BenchError("sipp is not installed (apt-get install sip-tester)")
+    step_seconds = ctx.param("step_seconds", 3.0 if ctx.quick else 10.0)
+    rates = parse_rates(ctx.param("rates", QUICK_RATES if ctx.quick else DEFAULT_RATES))
+    hold_ms = ctx.param("hold_ms", 1000)
+    with_kamailio = ctx.param("kamailio", True)
+    if step_seconds <= 0 or step_seconds > 120:
+        raise BenchError("--param step_seconds must be within (0, 120]")
+    if hold_ms < 0 or hold_ms > 60_000:
+        raise BenchError("--param hold_ms must be within 0..60000")
+
+    run_tag = "cps" + uuid.uuid4().hex[:6]
+    node_id = f"bench-{run_tag}"
+    result = SuiteResult(x_label="offered rate (calls/s)")
+
+    with sipp_callee(ctx.workdir, "uc-edge") as (_, callee_port):
+        with uc_edge_b2bua(ctx.workdir, callee_port, node_id) as (server, port):
+            warm = await run_caller(
+                port, WARMUP_RATE, WARMUP_CALLS, hold_ms, f"{run_tag}warm", [server.pid], ctx.workdir
+            )
+            if not warm.complete:
+                raise BenchError(f"uc-edge did not carry the warm-up calls cleanly: {warm.detail[:1500]}")
+            await asyncio.sleep(hold_ms / 1000 + 1.0)
+            idle_cpu = await idle_cpu_percent([server.pid])
+            ctx.log(f"uc-edge idle (no calls, after the warm-up): {idle_cpu:.1f}% of one core")
+            uc_steps = await rate_steps(
+                ctx, "uc-edge", port, rates, step_seconds, hold_ms, [server.pid], run_tag
+            )
+            if server.poll() is not None:
+                raise BenchError("uc-edge exited during the run (see its log in the workdir)")
+            rows, settle_lag = await check_call_rows(ctx, node_id, [warm, *uc_steps])
+    report_server_errors(ctx, ctx.workdir / "uc-edge.log")
+
+    kam_steps: list[CallStep] = []
+    if with_kamailio:
+        with sipp_callee(ctx.workdir, "kamailio") as (_, callee_port):
+            with kamailio_proxy(ctx.workdir, callee_port) as (kamailio, kam_port):
+                pids = group_pids(kamailio.pid)
+                kam_steps = await rate_steps(
+                    ctx, "kamailio", kam_port, rates, step_seconds, hold_ms, pids, run_tag
+                )
+
+    best = highest_clean(uc_steps)
+    result.figures["cps_clean"] = float(best.rate) if best else 0.0
+    result.targets["cps_clean"] = TARGET_CPS
+    result.figures["call_sessions_rows"] = float(rows)
+    result.figures["server_idle_cpu"] = idle_cpu
+    if settle_lag != float("inf"):
+        result.figures["call_rows_settled_after"] = settle_lag
+        result.units["call_rows_settled_after"] = "s"
+        result.lower_is_better.add("call_rows_settled_after")
+    else:
+        result.notes.append(
+            f"call_sessions rows had not all ended {SETTLE_LIMIT_SECONDS:g} s after the last step: "
+            "persistence fell behind the signalling."
+        )
+    result.units["server_idle_cpu"] = "% of one core"
+    result.units.update({"cps_clean": "calls/s", "call_sessions_rows": "rows"})
+    if best is not None:
+        result.figures["server_cpu_at_clean_rate"] = best.cpu_percent
+        result.figures["server_cpu_ms_per_call"] = best.cpu_ms_per_call
+        result.figures["other_load_on_server_core"] = best.others_on_core_percent
+        result.figures["setup_p50_at_clean_rate"] = best.setup_percentile(0.5)
+        result.figures["setup_p99_at_clean_rate"] = best.setup_percentile(0.99)
+        result.units.update(
+            {
+                "server_cpu_at_clean_rate": "% of one core",
+                "server_cpu_ms_per_call": "ms CPU",
+                "other_load_on_server_core": "% of one core",
+                "setup_p50_at_clean_rate": "ms",
+                "setup_p99_at_clean_rate": "ms",
+            }
+        )
+        result.lower_is_better.update({"setup_p50_at_clean_rate", "setup_p99_at_clean_rate"})
+    add_series(result, "uc-edge", uc_steps)
+    if kam_steps:
+        kam_best = highest_clean(kam_steps)
+        result.figures["kamailio_cps_clean"] = float(kam_best.rate) if kam_best else 0.0
+        result.units["kamailio_cps_clean"] = "calls/s"
+        if kam_best is not None:
+            result.figures["kamailio_setup_p99_at_clean_rate"] = kam_best.setup_percentile(0.99)
+            result.figures["kamailio_cpu_ms_per_call"] = kam_best.cpu_ms_per_call
+            result.units["kamailio_setup_p99_at_clean_rate"] = "ms"
+            result.units["kamailio_cpu_ms_per_call"] = "ms CPU"
+            result.lower_is_better.add("kamailio_setup_p99_at_clean_rate")
+            if best is not None:
+                result.ratios["uc-edge/kamailio"] = best.rate / kam_best.rate
+        add_series(result, "kamailio", kam_steps)
+        if kam_steps[-1].clean and kam_best is not None and kam_best.rate == max(rates):
+            result.notes.append(
+                f"Kamailio was clean at the highest step offered ({max(rates)}/s): its ceiling is higher, "
+                "so the ratio overstates uc-edge."
+            )
+    if uc_steps and uc_steps[-1].clean and best is not None and best.rate == max(rates):
+        result.notes.append(f"uc-edge was clean at the highest step offered ({max(rates)}/s).")
+    pinned_note = (
+        f"uc-edge serve and Kamailio pinned to core {SERVER_CORE}, both SIPp processes (caller and callee) "
+        f"to core {LOAD_CORE} (taskset)"
+        if (os.cpu_count() or 1) >= 2 and shutil.which("taskset")
+        else "not pinned (fewer than 2 cores or no taskset): 'one core' does not hold"
+    )
+    result.notes += [
+        f"SIPp {UAC_SCENARIO.name} → server → SIPp {UAS_SCENARIO.name} over UDP "
+        f"(-buff_size {SOCKET_BUFFER}): "
+        f"INVITE with SDP, 100/180/200 with SDP, ACK, {hold_ms} ms hold without RTP, BYE/200; -l "
+        f"max(200, rate * (hold + 2 s)); {WARMUP_CALLS} warm-up calls at {WARMUP_RATE}/s first; steps of "
+        f"{step_seconds:g} s at {','.join(map(str, rates))} calls/s; clean = SIPp exit 0, 0 failed calls, "
+        "SIPp done within 5 % + 2 s of calls/rate + hold, and the 200s arriving at >= 90 % of the offered "
+        "rate (first to last, SIPp's clock); steps stop at the first unclean one.",
+        pinned_note
+        + ". CPU % = utime+stime from /proc over the step's wall time (Kamailio: all processes of its "
+        "group); CPU per call = that / offered rate. The machine is shared with other work: 'other load' "
+        f"is core {SERVER_CORE}'s busy time (/proc/stat) not spent by the server — when it is high the "
+        "server had less than a core. Setup time = SIPp response-time counter 1 (INVITE sent → 200 "
+        "received, ms resolution, -trace_rtt).",
+        "uc-edge: UC_EDGE_CALL_REQUIRE_AUTH=false, UC_EDGE_SIP_TRUNKS=[{name: uas, host: 127.0.0.1, port: "
+        "CALLEE, prefixes: [''], inbound_sources: [127.0.0.1]}], UC_EDGE_FLOOD_EXEMPT_SOURCES=127.0.0.1, "
+        f"UC_EDGE_LOG_LEVEL=WARNING, UC_EDGE_NODE_ID={node_id}; the B2BUA anchors media (RTP endpoints "
+        "per leg) and writes call_sessions/call_legs/call_routing, call events (outbox) and a CDR per "
+        "call to PostgreSQL. Sanity: call_sessions held exactly one ended row per call of every clean "
+        "step (the bench rows stay in uc_calls under that node id); call_rows_settled_after = seconds "
+        "from the end of the last step until every row of the run had ended (the writes trail the "
+        "signalling).",
+        "Kamailio (fairness: one UDP worker like uc-edge's one event loop, all its processes on the same "
+        "one core): taskset -c 1 kamailio -f bench/peers/kamailio-proxy.cfg -DD -E -n 1 -x tlsf -m 4096 "
+        "-M 16 -Y RUNDIR -P PIDFILE -A 'LISTEN=udp:127.0.0.1:PORT' -A 'TARGET=\"sip:127.0.0.1:CALLEE\"' "
+        "(tm t_relay, record-route; no media, no database: a proxy does much less per call than a B2BUA).",
+    ]
+    return result
+
+
+def add_series(result: SuiteResult, label: str, steps: Sequence[CallStep]) -> None:
+    result.series[f"{label} CPU"] = [(s.rate, s.cpu_percent) for s in steps]
+    result.series[f"{label} achieved rate"] = [(s.rate, s.achieved_rate) for s in steps]
+    result.series[f"{label} setup p50"] = [(s.rate, s.setup_percentile(0.5)) for s in steps]
+    result.series[f"{label} setup p99"] = [(s.rate, s.setup_percentile(0.99)) for s in steps]
+    result.series[f"{label} CPU per call"] = [(s.rate, s.cpu_ms_per_call) for s in steps]
+    result.series[f"other load on core {SERVER_CORE} during {label}"] = [
+        (s.rate, s.others_on_core_percent) for s in steps
+    ]
+    result.units.update(
+        {
+            f"{label} CPU": "% of one core",
+            f"{label} achieved rate": "calls/s",
+            f"{label} setup p50": "ms",
+            f"{label} setup p99": "ms",
+            f"{label} CPU per call": "ms CPU",
+            f"other load on core {SERVER_CORE} during {label}": "% of one core",
+        }
+    )
+
+
+SUITE = Suite(
+    name="b2bua-cps",
+    description="calls/s through the B2BUA on one core (SIPp caller and callee), vs a Kamailio proxy",
+    run=run,
+    params={
+        "rates": f"offered rates, comma-separated (default {DEFAULT_RATES}; quick {QUICK_RATES})",
+        "step_seconds": "seconds per rate step (default 10, quick 3)",
+        "hold_ms": "call length between ACK and BYE, no RTP (default 1000)",
+        "kamailio": "also run the steps through Kamailio (default true)",
+    },
+)
