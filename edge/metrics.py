@@ -134,4 +134,10 @@ SIP_METRICS = (
     Exported("digest", "bad_request", "uc_sip_auth_malformed", "malformed Authorization headers"),
     Exported("registrar", "registrations", "uc_sip_registrations", "REGISTER requests accepted"),
     Exported("registrar", "rejections", "uc_sip_register_rejections", "REGISTER requests refused"),
+    Exported(
+        "registrar",
+        "overloaded",
+        "uc_sip_register_overload_rejections",
+        "REGISTER requests answered 503 because the registrar's backlog was full",
+    ),
 )

@@ -3,8 +3,9 @@
 Per request: domain check, Require check, digest authentication (401 / stale re-challenge / 403 when
 the To user is not the authenticated user), Contact parsing (``*`` only alone and with Expires: 0),
 expiry per contact (param, else header, else default; below min → 423 with Min-Expires; above max →
-clamped), Call-ID/CSeq ordering (same Call-ID and a CSeq not higher → 500, step 7), then one store
-write and a 200 listing every current binding with its remaining time.
+clamped), then one store step (``LocationStore.apply_register``: Call-ID/CSeq ordering, same Call-ID and
+a CSeq not higher → 500, step 7; the contact limits; the write) and a 200 listing every current binding
+with its remaining time.
 
 RFC 5626 (basic): a contact carrying ``+sip.instance`` and ``reg-id`` is keyed by those (a ``reg-id``
 without ``+sip.instance`` is ignored: RFC 5626 §6 falls back to the RFC 3261 rules), and every binding
@@ -30,8 +31,16 @@ from dataclasses import dataclass, field
 from signaling.flood import FloodGuard
 from signaling.sip.digest import AuthOutcome, Credentials, DigestAlgorithm, DigestAuthenticator
 from signaling.sip.errors import LocalProtocolError
-from signaling.sip.message import URI, Request, Response, build_response, split_header_values
-from storage.ports import Binding, BindingLimitExceeded, LocationStore, TransportAddress, check_hot_key
+from signaling.sip.message import URI, Request, Response, build_response, parse_uri, split_header_values
+from storage.ports import (
+    Binding,
+    BindingLimitExceeded,
+    ContactLimitExceeded,
+    LocationStore,
+    OutOfOrderRegister,
+    TransportAddress,
+    check_hot_key,
+)
 
 __all__ = [
     "CredentialLookup",
@@ -67,6 +76,9 @@ class RegistrarConfig:
     max_expires: int = 7200
     max_contacts_per_aor: int = 10
     require_auth: bool = True
+    max_pending: int = 256
+    """REGISTERs waiting for the store/credentials at once; beyond it ``overloaded`` (answer 503)."""
+    overload_retry_after: int = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +169,7 @@ def _parse_contact(item: str) -> ContactValue:
         uri_text, _, param_text = rest.partition(";")
         param_text = ";" + param_text if param_text else ""
     uri_text = uri_text.strip()
-    URI.parse(uri_text)  # validates; raises ValueError
+    parse_uri(uri_text)  # validates; raises ValueError
     return ContactValue(uri_text, display_name, _split_params(param_text))
 
 
@@ -166,7 +178,7 @@ def binding_key(contact: str, instance_id: str | None, reg_id: int | None) -> st
     if instance_id is not None:
         return f"instance:{instance_id}#{reg_id if reg_id is not None else ''}"
     try:
-        uri = URI.parse(contact)
+        uri = parse_uri(contact)
     except ValueError:
         return "uri:" + contact
     transport = (uri.parameters.get("transport") or "").lower()
@@ -177,7 +189,7 @@ def binding_key(contact: str, instance_id: str | None, reg_id: int | None) -> st
 def _aor_of(to_value: str) -> tuple[str, str, str]:
     """(aor, user, host) of a To header value; raises ValueError."""
     contact = _parse_contact(to_value)
-    uri = URI.parse(contact.uri)
+    uri = parse_uri(contact.uri)
     if uri.scheme not in ("sip", "sips") or not uri.user:
         raise ValueError("To is not a sip: address of record with a user part")
     host = uri.host.lower()
@@ -210,12 +222,53 @@ class Registrar:
             raise ValueError("require_auth needs an authenticator and a credential lookup")
         if not 0 < config.min_expires <= config.default_expires <= config.max_expires:
             raise ValueError("need 0 < min_expires <= default_expires <= max_expires")
+        if config.max_pending < 1:
+            raise ValueError("max_pending must be at least 1")
         self.store = store
         self.config = config
         self.authenticator = authenticator
         self.credentials = credentials
         self.flood = flood
         self.node_id = node_id
+        self._pending = 0
+        self.overload_rejections = 0
+
+    @property
+    def pending(self) -> int:
+        """REGISTERs inside :meth:`handle_register` right now (waiting for the store or credentials)."""
+        return self._pending
+
+    @property
+    def overloaded(self) -> bool:
+        """The backlog is full: answer :meth:`overload_answer` instead of queueing into store timeouts."""
+        return self._pending >= self.config.max_pending
+
+    def overload_answer(self, request: Request) -> RegisterResult:
+        """503 with Retry-After: refusing at once is cheaper for both sides than answering late."""
+        self.overload_rejections += 1
+        response = build_response(
+            request, 503, headers=[("Retry-After", str(self.config.overload_retry_after))]
+        )
+        return RegisterResult(response, reason="registrar overloaded")
+
+    def answer_unauthenticated(
+        self, request: Request, *, source: TransportAddress, now: float
+    ) -> RegisterResult | None:
+        """The answer to a REGISTER without digest credentials, synchronously: the refusal or the 401
+        challenge that :meth:`handle_register` would give (no store, no credential lookup). ``None`` when
+        the request carries credentials or auth is off: call :meth:`handle_register`."""
+        if request.method != "REGISTER":
+            raise LocalProtocolError("answer_unauthenticated takes REGISTER requests only")
+        if not self.config.require_auth or any(
+            value.lstrip()[:6].lower() == "digest" for value in request.headers.getlist("Authorization")
+        ):
+            return None
+        assert self.authenticator is not None
+        try:
+            self._check_addressing(request)
+            raise _Reject(401, "credentials required", self.authenticator.challenge_headers(now))
+        except _Reject as reject:
+            return self._refusal(request, reject)
 
     async def handle_register(
         self, request: Request, *, source: TransportAddress, now: float
@@ -223,13 +276,21 @@ class Registrar:
         """Answer one REGISTER that arrived from ``source`` (stored as the bindings' ``received``)."""
         if request.method != "REGISTER":
             raise LocalProtocolError("handle_register takes REGISTER requests only")
+        self._pending += 1
         try:
             return await self._handle(request, source, now)
         except _Reject as reject:
-            response = build_response(request, reject.status, headers=reject.headers)
-            return RegisterResult(response, reason=reject.reason)
+            return self._refusal(request, reject)
+        finally:
+            self._pending -= 1
 
-    async def _handle(self, request: Request, source: TransportAddress, now: float) -> RegisterResult:
+    @staticmethod
+    def _refusal(request: Request, reject: _Reject) -> RegisterResult:
+        response = build_response(request, reject.status, headers=reject.headers)
+        return RegisterResult(response, reason=reject.reason)
+
+    def _check_addressing(self, request: Request) -> tuple[str, str]:
+        """Request-URI domain, Require, To: ``(aor, to_user)`` or a ``_Reject``."""
         config = self.config
         headers = request.headers
         if config.domains and request.uri.host.lower() not in config.domains:
@@ -248,7 +309,12 @@ class Registrar:
             raise _Reject(404, f"To is not a valid address of record: {exc}") from None
         if config.domains and to_host not in config.domains:
             raise _Reject(404, "address of record is not in a domain served here")
+        return aor, to_user
 
+    async def _handle(self, request: Request, source: TransportAddress, now: float) -> RegisterResult:
+        config = self.config
+        headers = request.headers
+        aor, to_user = self._check_addressing(request)
         user = await self._authenticate(request, source, now) if config.require_auth else None
         if user is not None and user != to_user:
             raise _Reject(403, "authenticated user may not register this address of record")
@@ -258,36 +324,48 @@ class Registrar:
         except ValueError as exc:
             raise _Reject(400, f"bad Contact: {exc}") from None
         default_expires = self._header_expires(request)
-        call_id = headers["Call-ID"]
-        cseq = request.cseq.sequence
-        current = await self.store.lookup(aor, now)
 
         if contacts is None:
             if default_expires != 0:
                 raise _Reject(400, "Contact: * requires Expires: 0")
-            self._check_order(current, call_id, cseq)
-            await self._save(aor, [], [b.binding_id for b in current], now)
+            await self._apply(request, aor, [], [], now, remove_all=True)
             return self._ok(request, aor, [], user, "all bindings removed", now)
 
         if not contacts:
+            current = await self.store.lookup(aor, now)
             return self._ok(request, aor, current, user, "bindings queried", now)
 
         upserts, removals = self._changes(aor, contacts, default_expires, request, source, now)
-        by_key = {b.binding_id: b for b in current}
-        for key in [*(b.binding_id for b in upserts), *removals]:
-            existing = by_key.get(key)
-            if existing is not None:
-                self._check_order([existing], call_id, cseq)
-        resulting = {k: b for k, b in by_key.items() if k not in removals}
-        resulting.update((b.binding_id, b) for b in upserts)
-        if len(resulting) > config.max_contacts_per_aor:
-            raise _Reject(403, f"more than {config.max_contacts_per_aor} contacts for one address of record")
-        await self._save(aor, upserts, [k for k in removals if k in by_key], now)
-        return self._ok(request, aor, list(resulting.values()), user, "bindings updated", now)
+        resulting = await self._apply(request, aor, upserts, removals, now)
+        return self._ok(request, aor, resulting, user, "bindings updated", now)
 
-    async def _save(self, aor: str, upserts: Sequence[Binding], removals: Sequence[str], now: float) -> None:
+    async def _apply(
+        self,
+        request: Request,
+        aor: str,
+        upserts: Sequence[Binding],
+        removals: Sequence[str],
+        now: float,
+        *,
+        remove_all: bool = False,
+    ) -> list[Binding]:
+        """The store checks and writes in one step (one Redis round trip), see ``apply_register``."""
+        limit = self.config.max_contacts_per_aor
         try:
-            await self.store.save(aor, upserts, removals, now)
+            return await self.store.apply_register(
+                aor,
+                upserts,
+                removals,
+                now,
+                call_id=request.headers["Call-ID"],
+                cseq=request.cseq.sequence,
+                max_bindings=limit,
+                remove_all=remove_all,
+            )
+        except OutOfOrderRegister:
+            raise _Reject(500, "CSeq is not higher than the binding's (out of order REGISTER)") from None
+        except ContactLimitExceeded:
+            raise _Reject(403, f"more than {limit} contacts for one address of record") from None
         except BindingLimitExceeded as exc:
             # The store's own cap (shared by every node) can be lower than max_contacts_per_aor.
             raise _Reject(403, f"location store refused the bindings: {exc}") from None
@@ -419,12 +497,6 @@ class Registrar:
             raise _Reject(400, "Contact reg-id parameter is not a number")
         return int(raw)
 
-    @staticmethod
-    def _check_order(bindings: Iterable[Binding], call_id: str, cseq: int) -> None:
-        for binding in bindings:
-            if binding.call_id == call_id and cseq <= binding.cseq:
-                raise _Reject(500, "CSeq is not higher than the binding's (out of order REGISTER)")
-
     def _ok(
         self,
         request: Request,
@@ -455,6 +527,6 @@ class Registrar:
 
 def _same_uri(text: str, uri: URI) -> bool:
     try:
-        return URI.parse(text) == uri
+        return parse_uri(text) == uri
     except ValueError:
         return False

@@ -310,10 +310,25 @@ class ServerTransaction(Transaction):
         initial: TransactionState,
     ) -> None:
         super().__init__(key, destination, output, timers, initial)
-        self.request = request
+        self._request: Request | None = request
         self.source = source
         self.last_response: Response | None = None
         self._last_response_bytes: bytes | None = None
+
+    @property
+    def request(self) -> Request:
+        """The request that created the transaction (a completed non-INVITE one has let it go)."""
+        if self._request is None:
+            raise LocalProtocolError(f"{self!r} no longer holds its request (it is completed)")
+        return self._request
+
+    def _release_messages(self) -> None:
+        """Keep only the wire bytes of the final response: a transaction waiting out Timer J (32 s over
+        UDP) then holds a handful of objects instead of two parsed messages (~70 objects), which is what
+        the cyclic garbage collector walks on every full collection - at thousands of REGISTERs/s those
+        walks otherwise stall the loop for long enough to cause retransmission storms."""
+        self._request = None
+        self.last_response = None
 
     def _send_response(self, response: Response) -> None:
         self.last_response = response
@@ -457,6 +472,7 @@ class ServerNonInviteTransaction(ServerTransaction):
             self._send_response(response)
             self._stop("guard")
             self._wait_then_end("J", now, self._timers.timer_j(self.reliable))
+            self._release_messages()  # Completed only resends the bytes
 
     def _on_timer(self, name: str, now: float) -> None:
         if name == "guard":

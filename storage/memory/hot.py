@@ -20,7 +20,9 @@ from storage.ports import (
     Binding,
     BindingLimitExceeded,
     CachedCall,
+    ContactLimitExceeded,
     JsonObject,
+    OutOfOrderRegister,
     RateDecision,
     check_hot_key,
     check_ttl,
@@ -96,6 +98,38 @@ class MemoryLocationStore:
             self._by_aor[aor] = merged
         else:
             self._by_aor.pop(aor, None)
+
+    async def apply_register(
+        self,
+        aor: str,
+        upserts: Sequence[Binding],
+        removals: Sequence[str],
+        now: float,
+        *,
+        call_id: str,
+        cseq: int,
+        max_bindings: int,
+        remove_all: bool = False,
+    ) -> list[Binding]:
+        check_same_aor(aor, upserts)
+        current = self._live(aor, now)
+        removing = list(current) if remove_all else [k for k in removals if k in current]
+        for binding_id in [*removing, *(b.binding_id for b in upserts)]:
+            existing = current.get(binding_id)
+            if existing is not None and existing.call_id == call_id and cseq <= existing.cseq:
+                raise OutOfOrderRegister(f"{aor}: CSeq {cseq} is not above the binding's {existing.cseq}")
+        merged = dict(current)
+        for binding_id in removing:
+            merged.pop(binding_id, None)
+        for binding in upserts:
+            if binding.expires_at <= now:
+                merged.pop(binding.binding_id, None)
+            else:
+                merged[binding.binding_id] = binding
+        if len(merged) > max_bindings:
+            raise ContactLimitExceeded(f"{aor} would hold {len(merged)} bindings, limit {max_bindings}")
+        await self.save(aor, upserts, removing, now)  # the store's own limit; subclasses see the write
+        return sort_bindings(list(self._live(aor, now).values()))
 
     async def upsert(self, aor: str, bindings: Sequence[Binding]) -> None:
         await self.save(aor, bindings, (), self._clock())

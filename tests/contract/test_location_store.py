@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
 from storage.memory.hot import MemoryLocationStore
-from storage.ports import Binding, BindingLimitExceeded, LocationStore, TransportAddress
+from storage.ports import (
+    Binding,
+    BindingLimitExceeded,
+    ContactLimitExceeded,
+    LocationStore,
+    OutOfOrderRegister,
+    TransportAddress,
+)
 from storage.redis.keys import KeySpace
 from storage.redis.location import RedisLocationStore
 from tests.contract.conftest import HotBackend
@@ -297,3 +304,120 @@ async def test_save_enforces_the_limit_and_q_may_be_absent(
     await store.save(AOR, [low_q, no_q], [], now)
     listed = await store.lookup(AOR, now)
     assert listed == [no_q, low_q] and listed[0].q is None
+
+
+# ---- apply_register: the registrar's one-step write (both adapters, and Redis over its pipelined path) --
+
+
+@pytest.fixture(params=["pool", "pipelined"])
+async def register_store(
+    request: pytest.FixtureRequest, hot_backend: HotBackend
+) -> AsyncIterator[LocationStore]:
+    if hot_backend.kind == "memory":
+        if request.param == "pipelined":
+            pytest.skip("the pipelined connection is a Redis adapter feature")
+        yield make_store(hot_backend)
+        return
+    store = RedisLocationStore(
+        hot_backend.require_redis(),
+        prefix=hot_backend.prefix,
+        clock=hot_backend.clock,
+        max_bindings_per_aor=MAX_BINDINGS,
+        pipelined=request.param == "pipelined",
+    )
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+async def test_apply_register_writes_and_returns_every_live_binding(
+    register_store: LocationStore, hot_backend: HotBackend
+) -> None:
+    make = binding_factory(hot_backend.clock)
+    now = hot_backend.clock()
+    other = make(contact="sip:alice@198.51.100.4:5070", call_id="other", q=0.5)
+    await register_store.save(AOR, [other], [], now)
+    mine = make(cseq=2)
+    result = await register_store.apply_register(
+        AOR, [mine], [], now, call_id=mine.call_id, cseq=2, max_bindings=10
+    )
+    assert result == [mine, other]
+    assert await register_store.lookup(AOR, now) == [mine, other]
+    # Removing one returns what is left.
+    left = await register_store.apply_register(
+        AOR, [], [mine.binding_id], now, call_id=mine.call_id, cseq=3, max_bindings=10
+    )
+    assert left == [other] == await register_store.lookup(AOR, now)
+
+
+async def test_apply_register_refuses_an_old_cseq_and_writes_nothing(
+    register_store: LocationStore, hot_backend: HotBackend
+) -> None:
+    make = binding_factory(hot_backend.clock)
+    now = hot_backend.clock()
+    first = make(cseq=5)
+    await register_store.apply_register(AOR, [first], [], now, call_id=first.call_id, cseq=5, max_bindings=10)
+    replay = make(cseq=5, expires_in=60)
+    with pytest.raises(OutOfOrderRegister):
+        await register_store.apply_register(
+            AOR, [replay], [], now, call_id=first.call_id, cseq=5, max_bindings=10
+        )
+    with pytest.raises(OutOfOrderRegister):
+        await register_store.apply_register(
+            AOR, [], [], now, call_id=first.call_id, cseq=4, max_bindings=10, remove_all=True
+        )
+    assert await register_store.lookup(AOR, now) == [first]
+    # Another Call-ID (a rebooted phone) may use any CSeq; remove_all drops everything.
+    assert (
+        await register_store.apply_register(
+            AOR, [], [], now, call_id="rebooted", cseq=1, max_bindings=10, remove_all=True
+        )
+        == []
+    )
+    assert await register_store.lookup(AOR, now) == []
+    assert await register_store.list_aors() == []
+
+
+async def test_apply_register_checks_the_callers_limit_then_the_stores(
+    register_store: LocationStore, hot_backend: HotBackend
+) -> None:
+    make = binding_factory(hot_backend.clock)
+    now = hot_backend.clock()
+    three = [make(contact=f"sip:alice@192.0.2.{i}") for i in range(1, 4)]
+    with pytest.raises(ContactLimitExceeded):
+        await register_store.apply_register(AOR, three, [], now, call_id="c", cseq=1, max_bindings=2)
+    five = [make(contact=f"sip:alice@192.0.2.{i}") for i in range(1, MAX_BINDINGS + 2)]
+    with pytest.raises(BindingLimitExceeded) as refused:
+        await register_store.apply_register(AOR, five, [], now, call_id="c", cseq=1, max_bindings=10)
+    assert not isinstance(refused.value, ContactLimitExceeded)
+    assert await register_store.lookup(AOR, now) == []
+
+
+async def test_pipelined_store_reconnects_after_the_connection_drops(hot_backend: HotBackend) -> None:
+    if hot_backend.kind != "redis":
+        pytest.skip("Redis adapter only")
+    store = RedisLocationStore(
+        hot_backend.require_redis(), prefix=hot_backend.prefix, clock=hot_backend.clock, pipelined=True
+    )
+    make = binding_factory(hot_backend.clock)
+    try:
+        now = hot_backend.clock()
+        binding = make()
+        results = await asyncio.gather(
+            *(store.lookup(AOR, now) for _ in range(20)),
+            store.apply_register(AOR, [binding], [], now, call_id="c", cseq=1, max_bindings=10),
+        )
+        assert results[-1] == [binding]
+        # Redis drops the connection (a restart, a network blip): the next command connects again.
+        # Only our own connection: other clients of this Redis must not notice the test.
+        pipe = store._pipe
+        assert pipe is not None and pipe._protocol is not None and pipe._protocol.transport is not None
+        host, port = pipe._protocol.transport.get_extra_info("sockname")[:2]
+        await hot_backend.require_redis().execute_command("CLIENT", "KILL", "ADDR", f"{host}:{port}")
+        await asyncio.sleep(0.05)
+        assert await store.lookup(AOR, now) == [binding]
+    finally:
+        await store.aclose()
+    with pytest.raises(ConnectionError):
+        await store.lookup(AOR, hot_backend.clock())

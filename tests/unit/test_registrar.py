@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -576,3 +578,54 @@ async def test_non_register_is_a_caller_bug(store: RecordingLocationStore) -> No
     assert isinstance(options, Request)
     with pytest.raises(LocalProtocolError):
         await open_registrar(store).handle_register(options, source=UDP_FLOW, now=T0)
+
+
+# ---- the synchronous answers (no task, no store) and overload ---------------------------------------
+
+
+async def test_unauthenticated_register_is_answered_synchronously_as_handle_register_would(
+    store: RecordingLocationStore,
+) -> None:
+    early_registrar, full_registrar = auth_registrar(store), auth_registrar(store)
+    for request in (
+        register(),
+        register(request_uri="sip:elsewhere.test"),
+        register(to="sip:bob@other.test"),
+    ):
+        early = early_registrar.answer_unauthenticated(request, source=UDP_FLOW, now=T0)
+        full = await full_registrar.handle_register(request, source=UDP_FLOW, now=T0)
+        assert early is not None
+        assert (early.response.code, early.reason) == (full.response.code, full.reason)
+        assert early.response.headers.getlist("WWW-Authenticate") == full.response.headers.getlist(
+            "WWW-Authenticate"
+        )
+    assert early.response.code == 404  # the last one: To in a domain not served here
+    assert store.saves == []
+    # With credentials (or without auth) the caller must go through handle_register.
+    challenge = early_registrar.answer_unauthenticated(register(), source=UDP_FLOW, now=T0)
+    assert challenge is not None and challenge.response.code == 401
+    authorized = register(cseq=2, extra=[authorization(challenge.response)])
+    assert early_registrar.answer_unauthenticated(authorized, source=UDP_FLOW, now=T0) is None
+    assert open_registrar(store).answer_unauthenticated(register(), source=UDP_FLOW, now=T0) is None
+
+
+async def test_a_full_backlog_is_refused_with_503_and_retry_after(store: RecordingLocationStore) -> None:
+    registrar = open_registrar(store, max_pending=1)
+    assert registrar.pending == 0 and not registrar.overloaded
+    gate = asyncio.Event()
+    original_save = store.save
+
+    async def slow_save(*args: Any) -> None:
+        await gate.wait()
+        await original_save(*args)
+
+    store.save = slow_save  # type: ignore[method-assign]
+    first = asyncio.ensure_future(registrar.handle_register(register(), source=UDP_FLOW, now=T0))
+    await asyncio.sleep(0)
+    assert registrar.pending == 1 and registrar.overloaded
+    refused = registrar.overload_answer(register(call_id="another"))
+    assert refused.response.code == 503 and refused.response.headers.get("Retry-After") == "5"
+    assert registrar.overload_rejections == 1
+    gate.set()
+    assert (await first).response.code == 200
+    assert registrar.pending == 0 and not registrar.overloaded
