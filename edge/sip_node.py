@@ -253,6 +253,7 @@ class SipNode:
                 bind_address=s.sip_host,
                 advertised_address=s.advertised_address,
                 media_timeout=s.media_timeout_seconds,
+                registry=REGISTRY,
             )
             self.media = self._owned_media
         self._calls_pool = await create_pool(s.database_dsn(s.db_calls), min_size=0, max_size=s.db_pool_max)

@@ -185,6 +185,9 @@ class _QualityHistograms:
             registry=registry,
         )
 
+    def all(self) -> tuple[Histogram, ...]:
+        return (self.loss, self.jitter, self.rtt, self.mos)
+
     def observe(self, snapshot: QualitySnapshot) -> None:
         if snapshot.packets_received == 0:
             return
@@ -240,8 +243,11 @@ class MediaPlane:
         self._housekeeping: asyncio.TimerHandle | None = None
         self._closed = False
         self._histograms = _QualityHistograms(registry)
+        self._registry = registry
+        self._collector: _MediaCollector | None = None
         if registry is not None:
-            registry.register(_MediaCollector(self))
+            self._collector = _MediaCollector(self)
+            registry.register(self._collector)
 
     # -- MediaControl ---------------------------------------------------------------------------------
 
@@ -409,6 +415,12 @@ class MediaPlane:
         if self._housekeeping is not None:
             self._housekeeping.cancel()
             self._housekeeping = None
+        if self._registry is not None:
+            # Unregister so another plane in the same process (tests, a restarted node) can register.
+            for collector in (self._collector, *self._histograms.all()):
+                if collector is not None:
+                    self._registry.unregister(collector)
+            self._registry = None
 
     # -- internals ------------------------------------------------------------------------------------
 

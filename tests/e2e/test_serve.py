@@ -28,6 +28,7 @@ def test_health_and_metrics(server: Server) -> None:
     status, body = server.http("/metrics")
     assert status == 200
     assert b"uc_sip_messages_received_total" in body
+    assert b"uc_media_leg_mos" in body  # the media plane exports into the same registry
 
 
 def test_answers_sip_options_over_udp(server: Server) -> None:

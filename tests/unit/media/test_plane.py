@@ -357,3 +357,18 @@ async def test_fake_media_control_records_and_enforces_the_port_rules() -> None:
         assert fake.dtmf_sent == [(b.endpoint_id, "5", 100)]
         stream = fake.events()
         assert await anext(stream) == QualityReport(a.endpoint_id, snapshot)
+
+
+async def test_metrics_are_registered_while_the_plane_lives_and_removed_on_close() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from media.plane import MediaPlane
+
+    registry = CollectorRegistry()
+    for _ in range(2):  # a second plane in the same process must be able to register again
+        plane = MediaPlane(
+            rtp_port_min=41000, rtp_port_max=41100, bind_address="127.0.0.1", registry=registry
+        )
+        assert b"uc_media_leg_mos" in generate_latest(registry)
+        await plane.close()
+        assert b"uc_media_" not in generate_latest(registry)
