@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -37,24 +36,25 @@ from pathlib import Path
 import asyncpg
 
 from bench.framework import BenchError, Suite, SuiteContext, SuiteResult, monotonic
-from bench.suites.sip_register import (
+from bench.suites._sip_load import (
     CLOCK_TICKS,
     LOAD_CORE,
+    ROOT,
     SERVER_CORE,
     SOCKET_BUFFER,
     cpu_seconds,
     free_port,
     group_pids,
-    last_stat_row,
+    kamailio,
     parse_rates,
     pinned,
     report_server_errors,
-    stat_seconds,
+    run_sipp_client,
+    sipp_load_command,
     stop_group,
-    wait_for_sip,
+    uc_edge_serve,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
 PEERS = ROOT / "bench" / "peers"
 UAC_SCENARIO = PEERS / "cps_uac.xml"
 UAS_SCENARIO = PEERS / "cps_uas.xml"
@@ -132,91 +132,26 @@ def uc_edge_b2bua(
         "prefixes": [""],
         "inbound_sources": ["127.0.0.1"],
     }
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UC_EDGE_")}
-    env.update(
-        UC_EDGE_SIP_UDP_PORT=str(sip_port),
-        UC_EDGE_SIP_TCP_PORT=str(sip_port),
-        UC_EDGE_HTTP_PORT=str(http_port),
-        UC_EDGE_CALL_REQUIRE_AUTH="false",
-        UC_EDGE_SIP_TRUNKS=json.dumps([trunk]),
-        UC_EDGE_FLOOD_EXEMPT_SOURCES="127.0.0.1",
-        UC_EDGE_LOG_LEVEL="WARNING",
-        UC_EDGE_LOG_FORMAT="json",
-        UC_EDGE_NODE_ID=node_id,
-    )
-    log = open(workdir / "uc-edge.log", "w")  # closed in finally
-    process = subprocess.Popen(
-        pinned(SERVER_CORE, [sys.executable, "-m", "edge.cli", "serve"]),
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        assert process.stdout is not None
-        deadline = time.monotonic() + 30
-        started = False
-        while time.monotonic() < deadline and not started:
-            line = process.stdout.readline()
-            if not line:
-                break
-            started = "metrics" in line
-        if not started:
-            raise BenchError(f"uc-edge serve did not start: {(workdir / 'uc-edge.log').read_text()[-2000:]}")
+    settings = {
+        "UC_EDGE_SIP_UDP_PORT": str(sip_port),
+        "UC_EDGE_SIP_TCP_PORT": str(sip_port),
+        "UC_EDGE_HTTP_PORT": str(http_port),
+        "UC_EDGE_CALL_REQUIRE_AUTH": "false",
+        "UC_EDGE_SIP_TRUNKS": json.dumps([trunk]),
+        "UC_EDGE_FLOOD_EXEMPT_SOURCES": "127.0.0.1",
+        "UC_EDGE_LOG_LEVEL": "WARNING",
+        "UC_EDGE_LOG_FORMAT": "json",
+        "UC_EDGE_NODE_ID": node_id,
+    }
+    with uc_edge_serve(workdir, settings) as process:
         yield process, sip_port
-    finally:
-        stop_group(process)
-        log.close()
 
 
 @contextlib.contextmanager
 def kamailio_proxy(workdir: Path, callee_port: int) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    binary = shutil.which("kamailio") or "/usr/sbin/kamailio"
-    if not Path(binary).exists():
-        raise BenchError("kamailio is not installed (apt-get install kamailio)")
-    port = free_port()
-    rundir = workdir / "kamailio-run"
-    rundir.mkdir(exist_ok=True)
-    command = pinned(
-        SERVER_CORE,
-        [
-            binary,
-            "-f",
-            str(KAMAILIO_CFG),
-            "-DD",
-            "-E",
-            "-n",
-            "1",
-            "-x",
-            "tlsf",
-            "-m",
-            "4096",
-            "-M",
-            "16",
-            "-Y",
-            str(rundir),
-            "-P",
-            str(rundir / "kamailio.pid"),
-            "-A",
-            f"LISTEN=udp:127.0.0.1:{port}",
-            "-A",
-            f'TARGET="sip:127.0.0.1:{callee_port}"',
-        ],
-    )
-    log = open(workdir / "kamailio.log", "w")  # closed in finally
-    process = subprocess.Popen(
-        command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, text=True, start_new_session=True
-    )
-    try:
-        if not wait_for_sip(port, process, timeout=15):
-            raise BenchError(f"kamailio did not answer: {(workdir / 'kamailio.log').read_text()[-2000:]}")
+    defines = [f'TARGET="sip:127.0.0.1:{callee_port}"']
+    with kamailio(workdir, KAMAILIO_CFG, shm_mb=4096, defines=defines) as (process, port):
         yield process, port
-    finally:
-        stop_group(process)
-        log.close()
 
 
 # --- SIPp caller ------------------------------------------------------------------------------------------
@@ -326,95 +261,45 @@ async def run_caller(
     hold = hold_ms / 1000
     limit = max(200, int(rate * (hold + 2)))
     timeout = calls / rate * 2 + hold + 20
-    command = pinned(
-        LOAD_CORE,
-        [
-            shutil.which("sipp") or "sipp",
-            "-sf",
-            str(UAC_SCENARIO),
-            "-set",
-            "hold",
-            str(hold_ms),
-            "-set",
-            "caller",
-            caller,
-            "-s",
-            CALLEE,
-            f"127.0.0.1:{target_port}",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            str(free_port()),
-            "-r",
-            str(rate),
-            "-m",
-            str(calls),
-            "-l",
-            str(limit),
-            "-nostdin",
-            "-buff_size",
-            str(SOCKET_BUFFER),
-            "-timeout",
-            f"{int(timeout)}s",
-            "-trace_stat",
-            "-stf",
-            str(stat),
-            "-fd",
-            "1",
-            "-trace_rtt",
-            "-rtt_freq",
-            "100",
-            "-trace_err",
-            "-error_file",
-            str(errors),
-        ],
+    command = sipp_load_command(
+        UAC_SCENARIO,
+        f"127.0.0.1:{target_port}",
+        scenario_args=["-set", "hold", str(hold_ms), "-set", "caller", caller, "-s", CALLEE],
+        local_port=free_port(),
+        rate=rate,
+        calls=calls,
+        limit=limit,
+        timeout=timeout,
+        stat=stat,
+        errors=errors,
+        trace_args=["-trace_rtt", "-rtt_freq", "100"],
     )
-    cpu_before = cpu_seconds(server_pids)
     core_before = core_busy_seconds(SERVER_CORE)
-    started = monotonic()
-    process = await asyncio.create_subprocess_exec(
-        *command,
-        cwd=stepdir,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
+    run = await run_sipp_client(
+        command, cwd=stepdir, sipp_timeout=timeout, stat=stat, errors=errors, server_pids=server_pids
     )
-    try:
-        _, stderr = await asyncio.wait_for(process.communicate(), timeout + 15)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, 9)
-        await process.wait()
-        stderr = b"SIPp overran its time limit"
-    wall = monotonic() - started
-    cpu = (cpu_seconds(server_pids) - cpu_before) / wall * 100 if wall > 0 else 0.0
     core_after = core_busy_seconds(SERVER_CORE)
     core_total = core_after[1] - core_before[1]
     core_busy = (core_after[0] - core_before[0]) / core_total * 100 if core_total > 0 else 0.0
-    row = last_stat_row(stat)
     setup_ms, answered_at = read_setup_times(stepdir)
-    detail = stderr.decode(errors="replace")[-500:]
-    if errors.exists():
-        detail += errors.read_text(errors="replace")[:800]  # the first error explains the rest
     return CallStep(
         rate=rate,
         calls=calls,
         hold_seconds=hold,
         caller=caller,
-        created=int(row.get("TotalCallCreated", 0) or 0),
-        successful=int(row.get("SuccessfulCall(C)", 0) or 0),
-        failed=int(row.get("FailedCall(C)", 0) or 0),
-        retransmissions=int(row.get("Retransmissions(C)", 0) or 0),
-        exit_code=process.returncode if process.returncode is not None else -1,
-        wall_seconds=wall,
-        sipp_seconds=stat_seconds(row),
-        cpu_percent=cpu,
-        others_on_core_percent=max(0.0, core_busy - cpu),
+        created=run.counter("TotalCallCreated"),
+        successful=run.counter("SuccessfulCall(C)"),
+        failed=run.counter("FailedCall(C)"),
+        retransmissions=run.counter("Retransmissions(C)"),
+        exit_code=run.exit_code,
+        wall_seconds=run.wall_seconds,
+        sipp_seconds=run.sipp_seconds,
+        cpu_percent=run.cpu_percent,
+        others_on_core_percent=max(0.0, core_busy - run.cpu_percent),
         setup_ms=setup_ms,
         answered_at=answered_at,
         load_average=os.getloadavg()[0],
-        detail=detail,
+        detail=run.detail,
     )
 
 

@@ -20,26 +20,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import redis.asyncio as aioredis
 
-from bench.framework import BenchError, Suite, SuiteContext, SuiteResult, monotonic
+from bench.framework import BenchError, Suite, SuiteContext, SuiteResult
+from bench.suites._sip_load import (
+    LOAD_CORE,
+    ROOT,
+    SERVER_CORE,
+    SOCKET_BUFFER,
+    free_port,
+    group_pids,
+    kamailio,
+    parse_rates,
+    report_server_errors,
+    rss_kib,
+    run_sipp_client,
+    sipp_load_command,
+    uc_edge_serve,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
 PEERS = ROOT / "bench" / "peers"
 SCENARIO = PEERS / "register_digest.xml"
 KAMAILIO_CFG = PEERS / "kamailio-registrar.cfg"
@@ -53,200 +61,36 @@ TARGET_REGISTER_RATE = 3000.0
 DEFAULT_RATES = "100,250,500,1000,1500,2000,3000,4000"
 # SIPp needs a moment to start and to collect the last answers: a step may run 5 % + 0.25 s over ideal.
 PACE_TOLERANCE, PACE_SLACK_SECONDS = 1.05, 0.25
-SOCKET_BUFFER = 4 * 1024 * 1024
 WARMUP_USERS = 200
-SERVER_CORE, LOAD_CORE = "1", "0"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 # --- processes --------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = int(tcp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
-    raise BenchError("no free port on 127.0.0.1")
-
-
-def pinned(core: str, command: Sequence[str]) -> list[str]:
-    """``command`` on one core when the machine has two or more (else unpinned: noted in the result)."""
-    if (os.cpu_count() or 1) >= 2 and shutil.which("taskset"):
-        return ["taskset", "-c", core, *command]
-    return list(command)
-
-
-def stop_group(process: subprocess.Popen[Any], grace: float = 10.0) -> None:
-    """SIGTERM the process group this suite started, SIGKILL it if it lingers."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        pass
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=grace)
-
-
-def group_pids(pgid: int) -> list[int]:
-    """Every live process of process group ``pgid`` (Kamailio forks its workers into the group)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = _stat_fields(int(entry))
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:  # fields after "(comm)": state, ppid, pgrp, ...
-            found.append(int(entry))
-    return found
-
-
-def _stat_fields(pid: int) -> list[str]:
-    with open(f"/proc/{pid}/stat") as handle:
-        text = handle.read()
-    return text[text.rindex(")") + 2 :].split()
-
-
-def cpu_seconds(pids: Sequence[int]) -> float:
-    """User + system CPU seconds consumed so far by ``pids`` (utime, stime: fields 14, 15 of stat)."""
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            fields = _stat_fields(pid)
-            total += int(fields[11]) + int(fields[12])
-    return total / CLOCK_TICKS
-
-
-def rss_kib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
-                return float(line.split()[1])
-    raise BenchError(f"no VmRSS for pid {pid}")
-
-
 @contextlib.contextmanager
 def uc_edge_server(workdir: Path) -> Iterator[tuple[subprocess.Popen[str], int, int]]:
     sip_port, http_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UC_EDGE_")}
-    env.update(
-        UC_EDGE_SIP_UDP_PORT=str(sip_port),
-        UC_EDGE_SIP_TCP_PORT=str(sip_port),
-        UC_EDGE_HTTP_PORT=str(http_port),
-        UC_EDGE_SIP_DIGEST_ALGORITHMS="MD5",
-        UC_EDGE_FLOOD_EXEMPT_SOURCES="127.0.0.1",
-        UC_EDGE_LOG_LEVEL="WARNING",
-        UC_EDGE_LOG_FORMAT="json",
-        UC_EDGE_REDIS_URL=REDIS_URL,
-        UC_EDGE_SIP_REALM=REALM,
-        UC_EDGE_SIP_DOMAIN=DOMAIN,
-        UC_EDGE_NODE_ID="bench-register",
-    )
-    log = open(workdir / "uc-edge.log", "w")  # closed in finally
-    process = subprocess.Popen(
-        pinned(SERVER_CORE, [sys.executable, "-m", "edge.cli", "serve"]),
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        assert process.stdout is not None
-        deadline = time.monotonic() + 30
-        started = False
-        while time.monotonic() < deadline and not started:
-            line = process.stdout.readline()
-            if not line:
-                break
-            started = "metrics" in line
-        if not started:
-            raise BenchError(f"uc-edge serve did not start: {(workdir / 'uc-edge.log').read_text()[-2000:]}")
+    settings = {
+        "UC_EDGE_SIP_UDP_PORT": str(sip_port),
+        "UC_EDGE_SIP_TCP_PORT": str(sip_port),
+        "UC_EDGE_HTTP_PORT": str(http_port),
+        "UC_EDGE_SIP_DIGEST_ALGORITHMS": "MD5",
+        "UC_EDGE_FLOOD_EXEMPT_SOURCES": "127.0.0.1",
+        "UC_EDGE_LOG_LEVEL": "WARNING",
+        "UC_EDGE_LOG_FORMAT": "json",
+        "UC_EDGE_REDIS_URL": REDIS_URL,
+        "UC_EDGE_SIP_REALM": REALM,
+        "UC_EDGE_SIP_DOMAIN": DOMAIN,
+        "UC_EDGE_NODE_ID": "bench-register",
+    }
+    with uc_edge_serve(workdir, settings) as process:
         yield process, sip_port, http_port
-    finally:
-        stop_group(process)
-        log.close()
 
 
 @contextlib.contextmanager
 def kamailio_registrar(workdir: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    binary = shutil.which("kamailio") or "/usr/sbin/kamailio"
-    if not Path(binary).exists():
-        raise BenchError("kamailio is not installed (apt-get install kamailio)")
-    port = free_port()
-    rundir = workdir / "kamailio-run"
-    rundir.mkdir(exist_ok=True)
-    command = pinned(
-        SERVER_CORE,
-        [
-            binary,
-            "-f",
-            str(KAMAILIO_CFG),
-            "-DD",
-            "-E",
-            "-n",
-            "1",
-            "-x",
-            "tlsf",
-            "-m",
-            "256",
-            "-M",
-            "16",
-            "-Y",
-            str(rundir),
-            "-P",
-            str(rundir / "kamailio.pid"),
-            "-A",
-            f"LISTEN=udp:127.0.0.1:{port}",
-        ],
-    )
-    log = open(workdir / "kamailio.log", "w")  # closed in finally
-    process = subprocess.Popen(
-        command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, text=True, start_new_session=True
-    )
-    try:
-        if not wait_for_sip(port, process, timeout=15):
-            raise BenchError(f"kamailio did not answer: {(workdir / 'kamailio.log').read_text()[-2000:]}")
+    with kamailio(workdir, KAMAILIO_CFG, shm_mb=256) as (process, port):
         yield process, port
-    finally:
-        stop_group(process)
-        log.close()
-
-
-def wait_for_sip(port: int, process: subprocess.Popen[str], timeout: float) -> bool:
-    """Poll with OPTIONS until any SIP response arrives."""
-    deadline = time.monotonic() + timeout
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        local = sock.getsockname()[1]
-        sock.settimeout(0.3)
-        while time.monotonic() < deadline and process.poll() is None:
-            probe = (
-                f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
-                f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bK{uuid.uuid4().hex[:12]};rport\r\n"
-                "Max-Forwards: 70\r\nFrom: <sip:probe@127.0.0.1>;tag=1\r\nTo: <sip:probe@127.0.0.1>\r\n"
-                f"Call-ID: {uuid.uuid4().hex}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
-            )
-            sock.sendto(probe.encode(), ("127.0.0.1", port))
-            try:
-                if sock.recv(65536).startswith(b"SIP/2.0 "):
-                    return True
-            except TimeoutError:
-                continue
-    return False
 
 
 # --- SIPp -------------------------------------------------------------------------------------------------
@@ -289,26 +133,6 @@ def write_users_csv(path: Path, users: Sequence[str]) -> Path:
     return path
 
 
-def last_stat_row(path: Path) -> dict[str, str]:
-    if not path.exists():
-        return {}
-    with open(path, newline="") as handle:
-        rows = list(csv.reader(handle, delimiter=";"))
-    if len(rows) < 2:
-        return {}
-    return dict(zip(rows[0], rows[-1], strict=False))
-
-
-def stat_seconds(row: dict[str, str]) -> float:
-    """Seconds from SIPp's start to its last statistics row (fields hold ``date<TAB>time<TAB>epoch``)."""
-    try:
-        start = float(row["StartTime"].split("\t")[-1])
-        end = float(row["CurrentTime"].split("\t")[-1])
-    except (KeyError, ValueError, IndexError):
-        return 0.0
-    return max(0.0, end - start)
-
-
 async def run_sipp(
     server_port: int,
     users_csv: Path,
@@ -325,77 +149,34 @@ async def run_sipp(
     """
     stat = workdir / f"sipp-{server_port}-{rate}-{uuid.uuid4().hex[:6]}.csv"
     errors = stat.with_suffix(".err")
-    limit = max(200, rate)
     timeout = calls / rate * 2 + 20
-    command = pinned(
-        LOAD_CORE,
-        [
-            shutil.which("sipp") or "sipp",
-            "-sf",
-            str(SCENARIO),
-            "-inf",
-            str(users_csv),
-            f"127.0.0.1:{server_port}",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            str(local_port),
-            "-r",
-            str(rate),
-            "-m",
-            str(calls),
-            "-l",
-            str(limit),
-            "-nostdin",
-            "-buff_size",
-            str(SOCKET_BUFFER),
-            "-timeout",
-            f"{int(timeout)}s",
-            "-trace_stat",
-            "-stf",
-            str(stat),
-            "-fd",
-            "1",
-            "-trace_err",
-            "-error_file",
-            str(errors),
-        ],
+    command = sipp_load_command(
+        SCENARIO,
+        f"127.0.0.1:{server_port}",
+        scenario_args=["-inf", str(users_csv)],
+        local_port=local_port,
+        rate=rate,
+        calls=calls,
+        limit=max(200, rate),
+        timeout=timeout,
+        stat=stat,
+        errors=errors,
     )
-    cpu_before = cpu_seconds(server_pids)
-    started = monotonic()
-    process = await asyncio.create_subprocess_exec(
-        *command,
-        cwd=workdir,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
+    run = await run_sipp_client(
+        command, cwd=workdir, sipp_timeout=timeout, stat=stat, errors=errors, server_pids=server_pids
     )
-    try:
-        _, stderr = await asyncio.wait_for(process.communicate(), timeout + 15)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        await process.wait()
-        stderr = b"SIPp overran its time limit"
-    wall = monotonic() - started
-    cpu = (cpu_seconds(server_pids) - cpu_before) / wall * 100 if wall > 0 else 0.0
-    row = last_stat_row(stat)
-    detail = stderr.decode(errors="replace")[-500:]
-    if errors.exists():
-        detail += errors.read_text(errors="replace")[:800]  # the first error explains the rest
     return StepResult(
         rate=rate,
         calls=calls,
-        successful=int(row.get("SuccessfulCall(C)", 0) or 0),
-        failed=int(row.get("FailedCall(C)", 0) or 0),
-        retransmissions=int(row.get("Retransmissions(C)", 0) or 0),
-        exit_code=process.returncode if process.returncode is not None else -1,
-        wall_seconds=wall,
-        sipp_seconds=stat_seconds(row),
-        cpu_percent=cpu,
+        successful=run.counter("SuccessfulCall(C)"),
+        failed=run.counter("FailedCall(C)"),
+        retransmissions=run.counter("Retransmissions(C)"),
+        exit_code=run.exit_code,
+        wall_seconds=run.wall_seconds,
+        sipp_seconds=run.sipp_seconds,
+        cpu_percent=run.cpu_percent,
         load_average=os.getloadavg()[0],
-        detail=detail,
+        detail=run.detail,
     )
 
 
@@ -433,15 +214,6 @@ async def rate_steps(
 def highest_clean(steps: Sequence[StepResult]) -> float:
     clean = [s.rate for s in steps if s.clean]
     return float(max(clean)) if clean else 0.0
-
-
-def report_server_errors(ctx: SuiteContext, log: Path) -> None:
-    """Count the server's error lines and show the first one (a 500 to SIPp says nothing about why)."""
-    if not log.exists():
-        return
-    errors = [line for line in log.read_text(errors="replace").splitlines() if '"level": "error"' in line]
-    if errors:
-        ctx.log(f"uc-edge logged {len(errors)} errors; the first ends: {errors[0][-700:]}")
 
 
 # --- users and stores -------------------------------------------------------------------------------------
@@ -538,16 +310,6 @@ async def used_memory(client: aioredis.Redis) -> int:
 
 
 # --- the suite --------------------------------------------------------------------------------------------
-
-
-def parse_rates(text: str) -> list[int]:
-    try:
-        rates = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise BenchError(f"--param rates={text!r} must be comma-separated integers") from None
-    if not rates or any(r <= 0 or r > 50_000 for r in rates):
-        raise BenchError(f"--param rates={text!r}: each rate must be within 1..50000")
-    return sorted(rates)
 
 
 async def measure_memory(

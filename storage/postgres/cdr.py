@@ -10,7 +10,6 @@ from decimal import Decimal
 import asyncpg
 
 from storage.events import DEFAULT_TOPICS, EventTopics
-from storage.kafka.outbox_writer import write_outbox
 from storage.ports import (
     BillingPlan,
     CdrRater,
@@ -23,17 +22,14 @@ from storage.ports import (
 from storage.postgres import domain_events
 from storage.postgres.connect import transaction
 from storage.postgres.rating import TariffRater
+from storage.postgres.repository import EventedRepository, utc_now
 from storage.postgres.sql import queries_for
 
 _SQL = queries_for("cdr")
 MAX_LIST = 1000
 
 
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-class PgCdrRepository:
+class PgCdrRepository(EventedRepository):
     """``CdrRepository`` on an asyncpg pool of the CDR database, writing as ``node_id``."""
 
     def __init__(
@@ -45,11 +41,8 @@ class PgCdrRepository:
         clock: Callable[[], dt.datetime] = utc_now,
         topics: EventTopics = DEFAULT_TOPICS,
     ) -> None:
-        self._pool = pool
-        self._node_id = node_id
+        super().__init__(pool, node_id=node_id, clock=clock, topics=topics)
         self._rater = rater or TariffRater()
-        self._clock = clock
-        self._topics = topics
 
     async def create_plan(self, plan: NewBillingPlan) -> BillingPlan:
         try:
@@ -118,8 +111,7 @@ class PgCdrRepository:
             if row is None:  # this call has its CDR already: a retry, not a second charge
                 return CdrRecord(**await conn.fetchrow(_SQL["cdr_for_call"], cdr.call_id))
             record = CdrRecord(**row)
-            envelope = domain_events.cdr_created(record, self._node_id, self._clock())
-            await write_outbox(conn, [domain_events.to_outbox(envelope, self._topics)])
+            await self._emit(conn, domain_events.cdr_created(record, self._node_id, self._clock()))
         return record
 
     async def get_cdr(self, cdr_id: uuid.UUID) -> CdrRecord | None:

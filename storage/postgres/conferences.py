@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable, Mapping
-from typing import Any
 
 import asyncpg
 
-from storage.events import DEFAULT_TOPICS, EventTopics
-from storage.kafka.outbox_writer import write_outbox
 from storage.ports import (
     Attendance,
     Conference,
@@ -25,33 +21,14 @@ from storage.ports import (
 )
 from storage.postgres import call_rules, conference_rules, domain_events
 from storage.postgres.connect import transaction
+from storage.postgres.repository import EventedRepository
 from storage.postgres.sql import queries_for
 
 _SQL = queries_for("conferences")
 
 
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-class PgConferenceRepository:
+class PgConferenceRepository(EventedRepository):
     """``ConferenceRepository`` on an asyncpg pool of the conferences database, writing as ``node_id``."""
-
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        *,
-        node_id: str,
-        clock: Callable[[], dt.datetime] = utc_now,
-        topics: EventTopics = DEFAULT_TOPICS,
-    ) -> None:
-        self._pool = pool
-        self._node_id = node_id
-        self._clock = clock
-        self._topics = topics
-
-    async def _emit(self, conn: asyncpg.Connection, *envelopes: Mapping[str, Any]) -> None:
-        await write_outbox(conn, [domain_events.to_outbox(e, self._topics) for e in envelopes])
 
     async def _locked_session(
         self, conn: asyncpg.Connection, conf_session_id: uuid.UUID
