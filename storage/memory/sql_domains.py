@@ -156,11 +156,8 @@ class MemoryOutbox:
         return [entry.envelope for entry in self.entries]
 
 
-# ---- calls ----
-
-
-class MemoryCallRepository:
-    """``CallRepository`` in memory; events go to ``self.outbox``."""
+class _EventedMemoryRepository:
+    """The fakes' counterpart of ``storage.postgres.repository.EventedRepository``: node, clock, outbox."""
 
     def __init__(
         self,
@@ -172,6 +169,22 @@ class MemoryCallRepository:
         self._node_id = node_id
         self._clock = clock
         self.outbox = outbox or MemoryOutbox()
+
+
+# ---- calls ----
+
+
+class MemoryCallRepository(_EventedMemoryRepository):
+    """``CallRepository`` in memory; events go to ``self.outbox``."""
+
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        clock: Callable[[], dt.datetime] = utc_now,
+        outbox: MemoryOutbox | None = None,
+    ) -> None:
+        super().__init__(node_id=node_id, clock=clock, outbox=outbox)
         self._calls: dict[uuid.UUID, CallSession] = {}
         self._legs: dict[uuid.UUID, CallLeg] = {}
         self._attempts: list[RoutingAttempt] = []
@@ -350,7 +363,7 @@ class MemoryCallRepository:
 # ---- CDRs ----
 
 
-class MemoryCdrRepository:
+class MemoryCdrRepository(_EventedMemoryRepository):
     """``CdrRepository`` in memory; events go to ``self.outbox``. CDRs are never removed."""
 
     def __init__(
@@ -361,10 +374,8 @@ class MemoryCdrRepository:
         clock: Callable[[], dt.datetime] = utc_now,
         outbox: MemoryOutbox | None = None,
     ) -> None:
-        self._node_id = node_id
+        super().__init__(node_id=node_id, clock=clock, outbox=outbox)
         self._rater = rater or TariffRater()
-        self._clock = clock
-        self.outbox = outbox or MemoryOutbox()
         self._plans: dict[uuid.UUID, BillingPlan] = {}
         self._billing: dict[uuid.UUID, tuple[uuid.UUID, Decimal, Decimal]] = {}  # plan, balance, credit
         self._cdrs: dict[uuid.UUID, CdrRecord] = {}
@@ -450,7 +461,7 @@ class MemoryCdrRepository:
 # ---- conferences ----
 
 
-class MemoryConferenceRepository:
+class MemoryConferenceRepository(_EventedMemoryRepository):
     """``ConferenceRepository`` in memory; events go to ``self.outbox``."""
 
     def __init__(
@@ -460,9 +471,7 @@ class MemoryConferenceRepository:
         clock: Callable[[], dt.datetime] = utc_now,
         outbox: MemoryOutbox | None = None,
     ) -> None:
-        self._node_id = node_id
-        self._clock = clock
-        self.outbox = outbox or MemoryOutbox()
+        super().__init__(node_id=node_id, clock=clock, outbox=outbox)
         self._conferences: dict[uuid.UUID, tuple[Conference, str | None]] = {}  # with token digest
         self._participants: dict[uuid.UUID, Participant] = {}
         self._sessions: dict[uuid.UUID, ConferenceSession] = {}
