@@ -93,6 +93,7 @@ __all__ = [
     "new_branch",
     "new_call_id",
     "new_tag",
+    "parse_cseq",
     "parse_message",
     "parse_uri",
     "parse_via",
@@ -330,7 +331,12 @@ def parse_with_keys(data: bytes, limits: ParseLimits = DEFAULT_LIMITS) -> Parsed
 
     start_line = lines[0]
     is_request = not start_line.startswith("SIP/")
-    headers, groups, header_problem = _read_headers(lines, limits)
+    headers, groups, header_problem = None, None, None
+    if len(head) <= limits.max_header_length and head.count("\r") == len(lines) - 1:
+        # No header can be too long and every CR ends a line: try the one-regex pass.
+        headers, groups = _read_plain_headers(head, len(start_line), len(lines) - 1)
+    if headers is None or groups is None:
+        headers, groups, header_problem = _read_headers(lines, limits)
     if headers is None:
         # A header too long: refuse to look further into it, and do not answer a header bomb.
         raise MessageParseError(header_problem or "bad headers", status_code=None)
@@ -344,36 +350,51 @@ _Groups = dict[str, tuple[str, list[str]]]  # lower-case name -> (name as first 
 
 
 def _read_headers(lines: list[str], limits: ParseLimits) -> tuple[Headers | None, _Groups, str | None]:
-    """Unfold and collect header fields in one pass. Returns (headers, groups, first problem seen)."""
+    """Unfold and collect header fields in one pass. Returns (headers, groups, first problem seen).
+
+    A line whose name (the text before its first colon) was seen before as a valid header name takes a
+    fast path (one dict lookup, no regular expression); anything else goes through the full rules."""
     grouped: _Groups = {}
     last: list[str] | None = None  # the value list holding the field a continuation line extends
     problem: str | None = None
     max_length = limits.max_header_length
-    header_line = _HEADER_LINE_RE.fullmatch
+    known = _KNOWN_NAMES
     for index in range(1, len(lines)):
         line = lines[index]
-        first = line[:1]
-        if first == " " or first == "\t":
-            if last is None:
-                problem = problem or "continuation line before any header"
+        colon = line.find(":")
+        spec = known.get(line[:colon]) if colon > 0 else None
+        if spec is not None:
+            value = line[colon + 1 :].lstrip(" \t")
+            if len(value) > max_length:
+                return None, {}, f"header {line[:colon]} longer than {max_length}"
+            name, key = spec
+            value = value.rstrip(" \t")
+        else:
+            first = line[:1]
+            if first == " " or first == "\t":
+                if last is None:
+                    problem = problem or "continuation line before any header"
+                    continue
+                folded = (last[-1] + " " + line.strip(" \t")).strip(" \t")
+                if len(folded) > max_length:
+                    return None, {}, f"header longer than {max_length}"
+                last[-1] = folded
                 continue
-            folded = (last[-1] + " " + line.strip(" \t")).strip(" \t")
-            if len(folded) > max_length:
-                return None, {}, f"header longer than {max_length}"
-            last[-1] = folded
-            continue
-        match = header_line(line)
-        if match is None:
-            problem = problem or "header line is not 'name: value'"
-            last = None
-            continue
-        name, value = match.groups()
-        if len(value) > max_length:
-            return None, {}, f"header {name} longer than {max_length}"
-        if len(name) == 1:
-            name = COMPACT_FORMS.get(name.lower(), name)
-        key = name.lower()
-        value = value.rstrip(" \t")
+            match = _HEADER_LINE_RE.fullmatch(line)
+            if match is None:
+                problem = problem or "header line is not 'name: value'"
+                last = None
+                continue
+            name, value = match.groups()
+            if len(value) > max_length:
+                return None, {}, f"header {name} longer than {max_length}"
+            written = name
+            if len(name) == 1:
+                name = COMPACT_FORMS.get(name.lower(), name)
+            key = name.lower()
+            value = value.rstrip(" \t")
+            if len(known) < _KNOWN_NAMES_LIMIT:
+                known[written] = (name, key)
         entry = grouped.get(key)
         if entry is None:
             last = [value]
@@ -381,7 +402,40 @@ def _read_headers(lines: list[str], limits: ParseLimits) -> tuple[Headers | None
         else:
             last = entry[1]
             last.append(value)
-    return _headers_from_groups(list(grouped.values())), grouped, problem
+    return IndexedHeaders.from_groups(grouped), grouped, problem
+
+
+_PLAIN_HEADER_RE = re.compile(r"\r\n([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*([^\r]*)")
+
+
+def _read_plain_headers(head: str, start: int, count: int) -> tuple[Headers | None, _Groups | None]:
+    """:func:`_read_headers` for the usual message (no folding, every line ``name: value``): ``(None, None)``
+    when some line is anything else. The caller has checked that no CR stands outside a CRLF (so a line
+    the pattern skips shows in the count) and that the head is no longer than one header may be."""
+    pairs = _PLAIN_HEADER_RE.findall(head, start)
+    if len(pairs) != count:
+        return None, None
+    grouped: _Groups = {}
+    known = _KNOWN_NAMES
+    for written, value in pairs:
+        spec = known.get(written)
+        if spec is None:
+            name = COMPACT_FORMS.get(written.lower(), written) if len(written) == 1 else written
+            spec = (name, name.lower())
+            if len(known) < _KNOWN_NAMES_LIMIT:
+                known[written] = spec
+        entry = grouped.get(spec[1])
+        if entry is None:
+            grouped[spec[1]] = (spec[0], [value.rstrip(" \t")])
+        else:
+            entry[1].append(value.rstrip(" \t"))
+    return IndexedHeaders.from_groups(grouped), grouped
+
+
+# Header names as written (``Via``, ``v``, ``CALL-ID``...) already validated by the full rules -> (name
+# with the compact form expanded, lower-case key). Bounded: names an attacker invents stop being added.
+_KNOWN_NAMES: dict[str, tuple[str, str]] = {}
+_KNOWN_NAMES_LIMIT = 1024
 
 
 class IndexedHeaders(Headers):
@@ -398,6 +452,14 @@ class IndexedHeaders(Headers):
         self._index: dict[str, list[str]] = {}
         for name, values in self._list:
             self._index.setdefault(name.lower(), values)
+
+    @classmethod
+    def from_groups(cls, grouped: _Groups) -> IndexedHeaders:
+        """Headers from ``{lower-case name: (name, values)}`` (insertion order), sharing the value lists."""
+        headers = cls.__new__(cls)
+        headers._list = list(grouped.values())
+        headers._index = {key: entry[1] for key, entry in grouped.items()}
+        return headers
 
     def add(self, key: str, value: str) -> None:
         values = self._index.get(key.lower())
@@ -426,11 +488,23 @@ class IndexedHeaders(Headers):
         self._reindex()
 
     def set(self, key: str, value: str) -> None:
-        super().set(key, value)
-        self._reindex()
+        self.setlist(key, [value])
 
     def setlist(self, key: str, values: list[str]) -> None:
-        super().setlist(key, values)
+        # sipmessage's semantics: replace the first field of that name (keeping its spelling) or append.
+        ikey = key.lower()
+        current = self._index.get(ikey)
+        if current is None:
+            self._list.append((key, values))
+            self._index[ikey] = values
+            return
+        entries = self._list
+        for position, (name, existing) in enumerate(entries):
+            if existing is current:
+                entries[position] = (name, values)
+                self._index[ikey] = values
+                return
+        super().setlist(key, values)  # the index and the list disagree: never expected, stay correct
         self._reindex()
 
     def _reindex(self) -> None:
@@ -460,7 +534,7 @@ def _check_common(groups: _Groups) -> tuple[str | None, CSeq | None, Via | None]
         if _ADDRESS_RE.fullmatch(groups[key][1][0]) is None:
             return f"{groups[key][0]} is not a valid name-addr or addr-spec", None, None
     try:
-        cseq = CSeq.parse(groups["cseq"][1][0])
+        cseq = parse_cseq(groups["cseq"][1][0])
     except ValueError:
         return "CSeq is not valid", None, None
     if cseq.sequence >= CSEQ_LIMIT:
@@ -473,6 +547,24 @@ def _check_common(groups: _Groups) -> tuple[str | None, CSeq | None, Via | None]
     except ValueError:
         return "top Via is not valid", None, None
     return None, cseq, via
+
+
+def parse_cseq(value: str) -> CSeq:
+    """``CSeq.parse`` with a fast path for the plain form (``1 REGISTER``); raises ``ValueError``."""
+    number, space, method = value.partition(" ")
+    if (
+        space
+        and number.isdigit()
+        and number.isascii()
+        and (method in _CSEQ_METHODS or (_TOKEN_RE.fullmatch(method) is not None and method.isascii()))
+    ):
+        return CSeq(int(number), method)
+    return CSeq.parse(value)
+
+
+_CSEQ_METHODS = frozenset(
+    "INVITE ACK BYE CANCEL OPTIONS REGISTER PRACK SUBSCRIBE NOTIFY PUBLISH INFO REFER MESSAGE UPDATE".split()
+)
 
 
 def _body_for_length(headers: Headers, body: bytes) -> tuple[bytes | None, str | None]:
@@ -639,6 +731,48 @@ def top_via_of_headers(headers: Headers) -> Via:
 def parse_via(value: str) -> Via:
     """``Via.parse`` with a fast path for the common compact form (``SIP/2.0/UDP host:port;k=v``);
     anything unusual (LWS, quotes, IPv6, odd parameters) goes to sipmessage's full grammar."""
+    match = _PLAIN_VIA_RE.fullmatch(value)
+    if match is not None:
+        transport, host, port, raw_params = match.groups()
+        host_ok = _VALID_HOSTS.get(host)
+        if host_ok is None:
+            host_ok = _HOST_RE.fullmatch(host) is not None
+            if len(_VALID_HOSTS) < _VALID_HOSTS_LIMIT:
+                _VALID_HOSTS[host] = host_ok
+        if host_ok:
+            params: dict[str, str | None] = {}
+            if raw_params:
+                for raw in raw_params[1:].split(";"):
+                    key, equals, param_value = raw.partition("=")
+                    params[key] = param_value if equals else None
+            return _new_via(transport, host, int(port) if port else None, params)
+    return _parse_via_general(value)
+
+
+# The usual Via: token transport, a name or IPv4 host, digits for the port, token parameters (no '%').
+_PLAIN_VIA_RE = re.compile(
+    r"SIP/2\.0/([A-Za-z0-9\-.!*_+`'~]+) ([A-Za-z0-9.\-]+)(?::([0-9]+))?"
+    r"((?:;[A-Za-z0-9\-.!*_+`'~]+(?:=[A-Za-z0-9\-.!*_+`'~]+)?)*)"
+)
+_VALID_HOSTS: dict[str, bool] = {}  # host text -> it matches sipmessage's host grammar (bounded)
+_VALID_HOSTS_LIMIT = 4096
+
+
+def _new_via(transport: str, host: str, port: int | None, params: dict[str, str | None]) -> Via:
+    """``Via(transport, host, port, Parameters(**params))`` without the frozen-dataclass and keyword-copy
+    overhead (same object state; ``params`` is handed over, the caller must not keep using it)."""
+    parameters = Parameters.__new__(Parameters)
+    parameters._Parameters__data = params  # type: ignore[attr-defined]
+    via = Via.__new__(Via)
+    state = via.__dict__
+    state["transport"] = transport
+    state["host"] = host
+    state["port"] = port
+    state["parameters"] = parameters
+    return via
+
+
+def _parse_via_general(value: str) -> Via:
     if value.startswith("SIP/2.0/") and '"' not in value and "[" not in value and "\t" not in value:
         space = value.find(" ", 8)
         transport = value[8:space]
@@ -718,7 +852,7 @@ def to_tag(message: SipMessage) -> str | None:
 
 
 def cseq_of(message: SipMessage) -> CSeq:
-    return CSeq.parse(message.headers["CSeq"])
+    return parse_cseq(message.headers["CSeq"])
 
 
 def method_of(message: SipMessage) -> str:
