@@ -46,7 +46,7 @@ from media.stats import CODEC_IMPAIRMENTS, PCMU_PLC, ReceiveStatistics, SendStat
 log = logging.getLogger(__name__)
 
 _FIXED_HEADER = struct.Struct("!BBHII")
-_REWRITE = struct.Struct("!HII")
+_SEQUENCE_TIMESTAMP_SSRC = struct.Struct("!HII")  # octets 2..11 of the fixed header
 RTP_HEADER_SIZE = 12
 
 Clock = Callable[[], float]
@@ -165,23 +165,28 @@ class OutgoingStream:
         """Send a packet of another stream under our SSRC/sequence/timestamp, payload untouched."""
         endpoint = self.endpoint
         address = endpoint.send_address
-        if address is None or not endpoint.sends or self.local_owner is not None or self._dtmf_busy():
+        dtmf = self._dtmf
+        if (
+            address is None
+            or not endpoint.sends
+            or self.local_owner is not None
+            or (dtmf is not None and dtmf.busy)
+        ):
             self.suppressed += 1
             return
-        header = self.rewriter.rewrite(sequence, timestamp, ssrc, marker, now)
-        if header is None:
-            return
-        out = bytearray(data)
-        out[1] = (0x80 if header[3] else 0) | payload_type
-        _REWRITE.pack_into(out, 2, header[0], header[1], header[2])
         transport = endpoint.rtp_transport
         if transport is None or endpoint.closed:
             return
+        out = bytearray(data)
+        out_timestamp = self.rewriter.rewrite_into(out, sequence, timestamp, ssrc, marker, payload_type, now)
+        if out_timestamp < 0:
+            return
+        size = len(out)
         counters = self._counters
         counters.packets_out += 1
-        counters.bytes_out += len(out)
+        counters.bytes_out += size
         transport.sendto(out, address)
-        self.send_stats.on_sent(len(out) - RTP_HEADER_SIZE, header[1], now)
+        self.send_stats.on_sent(size - RTP_HEADER_SIZE, out_timestamp, now)
 
     def _dtmf_busy(self) -> bool:
         dtmf = self._dtmf
@@ -389,11 +394,28 @@ class RtpEndpoint(asyncio.DatagramProtocol):
             params is not None and params.direction is Direction.SENDRECV and self._settings.media_timeout > 0
         )
 
-    def close(self) -> None:
+    def attach(self, rtp: asyncio.DatagramTransport, rtcp: asyncio.DatagramTransport) -> None:
+        """Send through these (pooled) transports; the caller makes this endpoint their protocol."""
+        self.rtp_transport = rtp
+        self.rtcp_transport = rtcp
+
+    def detach(self) -> None:
+        """Stop for good without closing the sockets (they go back to the pool for another call).
+
+        Whatever still holds this endpoint (a stale sink, a late codec result) can no longer send: the
+        transports are forgotten, so a pooled pair reused by a new call is never written by the old one.
+        """
         self.closed = True
         self.sink = None
         self.on_digit = None
-        for transport in (self.rtp_transport, self.rtcp_transport):
+        self.rtp_transport = None
+        self.rtcp_transport = None
+
+    def close(self) -> None:
+        """Stop for good and close the sockets (endpoints that own their transports)."""
+        transports = (self.rtp_transport, self.rtcp_transport)
+        self.detach()
+        for transport in transports:
             if transport is not None:
                 transport.close()
 
@@ -421,7 +443,7 @@ class RtpEndpoint(asyncio.DatagramProtocol):
                 # RFC 5761: an RTCP packet type in the second octet, on the RTP port (rtcp-mux).
                 self.rtcp_received(data, addr)
                 return
-            _, _, sequence, timestamp, ssrc = _FIXED_HEADER.unpack_from(data)
+            sequence, timestamp, ssrc = _SEQUENCE_TIMESTAMP_SSRC.unpack_from(data, 2)
             payload_type = second & 0x7F
             now = self._clock()
             view = self._header_view

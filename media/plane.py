@@ -18,6 +18,7 @@ histograms (loss, jitter, RTT, MOS) observed when an endpoint is destroyed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -41,6 +42,7 @@ from media.endpoint import EndpointSettings, MediaCounters, RtcpProtocol, RtpEnd
 from media.player import Playback
 from media.portpool import PortPool
 from media.relay import RelayLink, relays_telephone_event
+from media.socketpool import SocketPair, SocketPool
 from media.transcode import CodecEngine, TranscodeDirection
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,7 @@ log = logging.getLogger(__name__)
 TICK_SECONDS = 0.02
 _DTMF_TICKER = "dtmf"  # media clock key of the DTMF sender poll
 HOUSEKEEPING_SECONDS = 0.5
-MAX_BIND_ATTEMPTS = 32
+DEFAULT_SOCKET_POOL = 256
 
 
 class _Connection:
@@ -204,6 +206,9 @@ class MediaPlane:
 
     ``bind_address`` is where sockets listen; ``advertised_address`` goes into ``LocalMedia`` (our SDP),
     defaulting to ``bind_address``. Ports come from ``rtp_port_min..rtp_port_max`` (RTP even, RTCP + 1).
+    ``rtp_socket_pool`` port pairs are bound once and reused across calls (``media.socketpool``); they are
+    opened by ``start()``, or by the first ``create_endpoint`` when ``start()`` was not called. 0 opens
+    and closes sockets per endpoint.
     """
 
     def __init__(
@@ -221,6 +226,7 @@ class MediaPlane:
         event_queue_size: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
         wallclock: Callable[[], float] = time.time,
+        rtp_socket_pool: int = DEFAULT_SOCKET_POOL,
     ) -> None:
         self._pool = PortPool(rtp_port_min, rtp_port_max)
         self._bind_address = bind_address
@@ -231,6 +237,9 @@ class MediaPlane:
         self._clock = clock
         self._wallclock = wallclock
         self.counters = MediaCounters()
+        self._sockets = SocketPool(self._pool, bind_address, rtp_socket_pool, self.counters)
+        self._warm_task: asyncio.Future[int] | None = None
+        self._pairs: dict[str, SocketPair] = {}
         self._endpoints: dict[str, RtpEndpoint] = {}
         self._connections: dict[str, _Connection] = {}
         self._playbacks: dict[str, Playback] = {}
@@ -251,37 +260,44 @@ class MediaPlane:
 
     # -- MediaControl ---------------------------------------------------------------------------------
 
+    async def start(self) -> None:
+        """Bind the socket pool's pairs now (at node start) rather than at the first call."""
+        if self._closed:
+            raise MediaError("media plane is closed")
+        if self._warm_task is None:
+            self._warm_task = asyncio.ensure_future(self._sockets.warm())
+        await asyncio.shield(self._warm_task)
+
     async def create_endpoint(self, call_id: str, leg_id: str) -> LocalMedia:
         if self._closed:
             raise MediaError("media plane is closed")
-        loop = asyncio.get_running_loop()
+        if self._warm_task is None or not self._warm_task.done():
+            await self.start()
+        pair = await self._sockets.acquire()
+        if self._closed:  # closed while we waited for a socket
+            self._sockets.release(pair)
+            raise MediaError("media plane is closed")
+        port = pair.port
         endpoint_id = f"{call_id}/{leg_id}/{next(self._ids)}"
-        last_error: OSError | None = None
-        for _ in range(min(MAX_BIND_ATTEMPTS, self._pool.capacity)):
-            port = self._pool.acquire()
-            endpoint = RtpEndpoint(
-                endpoint_id,
-                call_id=call_id,
-                leg_id=leg_id,
-                address=self._advertised_address,
-                rtp_port=port,
-                counters=self.counters,
-                emit=self._emit,
-                clock=self._clock,
-                wallclock=self._wallclock,
-                settings=self._settings,
-            )
-            try:
-                await self._open_sockets(loop, endpoint, port)
-            except OSError as exc:
-                endpoint.close()
-                self._pool.mark_unusable(port)
-                last_error = exc
-                continue
-            self._endpoints[endpoint_id] = endpoint
-            self._ensure_housekeeping()
-            return LocalMedia(endpoint_id, self._advertised_address, port, port + 1)
-        raise MediaError(f"could not bind an RTP/RTCP port pair on {self._bind_address}: {last_error}")
+        endpoint = RtpEndpoint(
+            endpoint_id,
+            call_id=call_id,
+            leg_id=leg_id,
+            address=self._advertised_address,
+            rtp_port=port,
+            counters=self.counters,
+            emit=self._emit,
+            clock=self._clock,
+            wallclock=self._wallclock,
+            settings=self._settings,
+        )
+        endpoint.attach(pair.rtp, pair.rtcp)
+        pair.rtp.set_protocol(endpoint)
+        pair.rtcp.set_protocol(RtcpProtocol(endpoint))
+        self._pairs[endpoint_id] = pair
+        self._endpoints[endpoint_id] = endpoint
+        self._ensure_housekeeping()
+        return LocalMedia(endpoint_id, self._advertised_address, port, port + 1)
 
     async def configure(self, endpoint_id: str, params: StreamParams) -> None:
         endpoint = self._endpoint(endpoint_id)
@@ -374,9 +390,9 @@ class MediaPlane:
                 playback.stop()
         self._dtmf_outputs.discard(endpoint)
         snapshot = endpoint.quality(jitter_buffer_delay)
-        endpoint.close()
+        endpoint.detach()
         del self._endpoints[endpoint_id]
-        self._pool.release(endpoint.rtp_port)
+        self._sockets.release(self._pairs.pop(endpoint_id))
         self._histograms.observe(snapshot)
         self._emit(QualityReport(endpoint_id, snapshot))
         return snapshot
@@ -400,7 +416,9 @@ class MediaPlane:
         return {
             **self.counters.as_dict(),
             "endpoints": len(self._endpoints),
-            "ports_free": self._pool.free,
+            "ports_free": self._pool.free + self._sockets.idle,
+            "rtp_pool_idle": self._sockets.idle,
+            "rtp_pairs_opened": self._sockets.opened,
             "transcoding_sessions": self.codec.sessions,
             "codec_overruns": self.codec.overruns,
             "events_dropped": self.events_dropped,
@@ -410,6 +428,11 @@ class MediaPlane:
         for endpoint_id in list(self._endpoints):
             await self.destroy(endpoint_id)
         self._closed = True
+        if self._warm_task is not None and not self._warm_task.done():
+            self._warm_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, MediaError):
+                await self._warm_task
+        self._sockets.close()
         self._media_clock.close()
         self.codec.close()
         if self._housekeeping is not None:
@@ -423,16 +446,6 @@ class MediaPlane:
             self._registry = None
 
     # -- internals ------------------------------------------------------------------------------------
-
-    async def _open_sockets(self, loop: asyncio.AbstractEventLoop, endpoint: RtpEndpoint, port: int) -> None:
-        await loop.create_datagram_endpoint(lambda: endpoint, local_addr=(self._bind_address, port))
-        try:
-            await loop.create_datagram_endpoint(
-                lambda: RtcpProtocol(endpoint), local_addr=(self._bind_address, port + 1)
-            )
-        except OSError:
-            endpoint.close()
-            raise
 
     def _endpoint(self, endpoint_id: str) -> RtpEndpoint:
         endpoint = self._endpoints.get(endpoint_id)

@@ -168,6 +168,7 @@ def rewrite_header(data: bytes, sequence_number: int, timestamp: int, ssrc: int,
 
 
 _REWRITE = struct.Struct("!HII")
+_REWRITE_WITH_TYPE = struct.Struct("!BHII")  # octet 1 (marker + payload type), sequence, timestamp, SSRC
 
 
 def is_rtcp(data: bytes) -> bool:
@@ -403,6 +404,45 @@ class SequenceRewriter:
             self._last_out_timestamp = out_timestamp
             self._last_out_time = now
         return RewrittenHeader(out_sequence, out_timestamp, self.ssrc, marker)
+
+    def rewrite_into(
+        self,
+        buffer: bytearray,
+        sequence_number: int,
+        timestamp: int,
+        ssrc: int,
+        marker: bool,
+        payload_type: int,
+        now: float,
+    ) -> int:
+        """``rewrite``, written straight into octets 1..11 of ``buffer`` with ``payload_type``.
+
+        Returns the outgoing timestamp, or -1 when the packet is to be dropped (``buffer`` untouched).
+        The common case (same source, no resync due) is handled here without building a header tuple;
+        it changes the state exactly as ``rewrite`` would.
+        """
+        if ssrc == self._source_ssrc and not self._resync_pending:
+            diff = ((sequence_number - self._source_highest_sequence + 0x8000) & 0xFFFF) - 0x8000
+            if -self._max_sequence_jump <= diff <= self._max_sequence_jump:
+                out_sequence = (sequence_number + self._sequence_offset) & 0xFFFF
+                out_timestamp = (timestamp + self._timestamp_offset) & 0xFFFFFFFF
+                if diff > 0:
+                    self._source_highest_sequence = sequence_number
+                if ((out_sequence - self._last_out_sequence + 0x8000) & 0xFFFF) > 0x8000:
+                    self._last_out_sequence = out_sequence
+                    self._last_out_timestamp = out_timestamp
+                    self._last_out_time = now
+                _REWRITE_WITH_TYPE.pack_into(
+                    buffer, 1, (0x80 if marker else 0) | payload_type, out_sequence, out_timestamp, self.ssrc
+                )
+                return out_timestamp
+        header = self.rewrite(sequence_number, timestamp, ssrc, marker, now)
+        if header is None:
+            return -1
+        _REWRITE_WITH_TYPE.pack_into(
+            buffer, 1, (0x80 if header.marker else 0) | payload_type, header[0], header[1], header[2]
+        )
+        return header.timestamp
 
     def rewrite_packet(self, packet: RtpPacket, now: float) -> RtpPacket | None:
         """``rewrite`` applied in place to a parsed packet (returned for chaining), or None to drop it."""

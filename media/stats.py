@@ -80,6 +80,27 @@ class ReceiveStatistics:
 
     def update(self, sequence_number: int, timestamp: int, arrival_time: float) -> bool:
         """Account one packet; False when it is not (yet) counted (probation, or a big jump)."""
+        max_sequence = self._max_sequence
+        if max_sequence is not None and not self._probation:
+            delta = (sequence_number - max_sequence) & 0xFFFF
+            if 0 < delta < MAX_DROPOUT:
+                # The common case, in order (perhaps after a gap), with A.8 inline: once per packet.
+                if sequence_number < max_sequence:
+                    self._cycles += SEQUENCE_MODULO
+                self._max_sequence = sequence_number
+                self.received += 1
+                transit = arrival_time * self.clock_rate - timestamp
+                last = self._last_transit
+                self._last_transit = transit
+                self.last_arrival = arrival_time
+                if last is not None:
+                    d = transit - last
+                    if d > 1 << 31:
+                        d -= 1 << 32
+                    elif d < -(1 << 31):
+                        d += 1 << 32
+                    self._jitter += (abs(d) - self._jitter) / 16.0
+                return True
         if self._max_sequence is None:
             self._init_sequence(sequence_number)
             if self._probation:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import socket
 from collections.abc import AsyncIterator, Callable
 
 import numpy as np
@@ -355,3 +356,92 @@ async def test_port_exhaustion_is_a_clear_media_error() -> None:
     finally:
         with contextlib.suppress(Exception):
             await small.close()
+
+
+# --- the pre-opened socket pool ---------------------------------------------------------------------------
+
+
+async def test_pooled_pairs_are_bound_once_and_reused_least_recently_released_first() -> None:
+    pooled = MediaPlane(rtp_port_min=33800, rtp_port_max=33899, rtp_socket_pool=3)
+    try:
+        await pooled.start()
+        assert pooled.stats()["rtp_pool_idle"] == 3 and pooled.stats()["rtp_pairs_opened"] == 3
+        first = await pooled.create_endpoint("c1", "a")
+        await pooled.destroy(first.endpoint_id)
+        ports = []
+        for index in range(3):
+            leg = await pooled.create_endpoint(f"c{index + 2}", "a")
+            ports.append(leg.rtp_port)
+            await pooled.destroy(leg.endpoint_id)
+        # The pair just released goes to the back of the queue: two others come first.
+        assert ports[:2] == sorted({33800, 33802, 33804} - {first.rtp_port})
+        assert ports[2] == first.rtp_port
+        assert pooled.stats()["rtp_pairs_opened"] == 3  # nothing bound after warm-up
+        # More calls than idle pairs: extra pairs are bound, and closed again beyond the pool size.
+        legs = [await pooled.create_endpoint("many", str(index)) for index in range(5)]
+        assert pooled.stats()["rtp_pairs_opened"] == 5
+        for leg in legs:
+            await pooled.destroy(leg.endpoint_id)
+        assert pooled.stats()["rtp_pool_idle"] == 3
+        free = pooled.stats()["ports_free"]
+        assert free == 50  # all 50 pairs of the range available again (3 of them bound and idle)
+    finally:
+        await pooled.close()
+    assert pooled.stats()["rtp_pool_idle"] == 0
+
+
+async def test_a_released_pair_drops_late_packets_and_relatches_for_the_next_call(
+    phones: tuple[Phone, Phone],
+) -> None:
+    a, b = phones
+    pooled = MediaPlane(rtp_port_min=33700, rtp_port_max=33701, rtp_socket_pool=1)
+    c = await open_phone()
+    try:
+        # One pair in the range: the second call necessarily gets the first call's sockets.
+        first = await pooled.create_endpoint("call-1", "a")
+        await pooled.configure(first.endpoint_id, StreamParams(*a.address, PCMU, (PCMU,)))
+        await pooled.echo(first.endpoint_id)
+        a.send(RtpPacket(0, 1, 160, 0xA, b"\x01" * 160), first.rtp_port)
+        await wait_for(lambda: len(a.received) == 1)
+        await pooled.destroy(first.endpoint_id)
+
+        dropped = pooled.stats()["dropped_unroutable"]
+        a.send(RtpPacket(0, 2, 320, 0xA, b"\x02" * 160), first.rtp_port)  # late packet of call 1
+        await wait_for(lambda: pooled.stats()["dropped_unroutable"] == dropped + 1)
+
+        second = await pooled.create_endpoint("call-2", "a")
+        assert second.rtp_port == first.rtp_port
+        await pooled.configure(second.endpoint_id, StreamParams(*c.address, PCMU, (PCMU,)))
+        await pooled.echo(second.endpoint_id)
+        c.send(RtpPacket(0, 7, 160, 0xC, b"\x07" * 160), second.rtp_port)
+        await wait_for(lambda: len(c.received) == 1)
+        a.send(RtpPacket(0, 3, 480, 0xA, b"\x03" * 160), second.rtp_port)  # call 1's phone, too late
+        c.send(RtpPacket(0, 8, 320, 0xC, b"\x08" * 160), second.rtp_port)
+        await wait_for(lambda: len(c.received) == 2)
+        await asyncio.sleep(0.05)
+        assert [p.payload[0] for p in c.received] == [7, 8]
+        assert [p.payload[0] for p in a.received] == [1]
+        assert pooled.endpoint(second.endpoint_id).quality().extra["dropped_foreign"] == 1.0
+        assert not b.received
+    finally:
+        c.close()
+        await pooled.close()
+
+
+async def test_without_a_pool_each_endpoint_binds_and_closes_its_own_sockets() -> None:
+    unpooled = MediaPlane(rtp_port_min=33600, rtp_port_max=33601, rtp_socket_pool=0)
+    try:
+        leg = await unpooled.create_endpoint("c", "a")
+        await unpooled.destroy(leg.endpoint_id)
+        await asyncio.sleep(0)  # transports close on the next loop iteration
+        for port in (leg.rtp_port, leg.rtcp_port):
+            probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                probe.bind(("127.0.0.1", port))  # free again: the plane closed it
+            finally:
+                probe.close()
+        again = await unpooled.create_endpoint("c", "b")
+        assert again.rtp_port == leg.rtp_port
+        assert unpooled.stats()["rtp_pairs_opened"] == 2
+    finally:
+        await unpooled.close()

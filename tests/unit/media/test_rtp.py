@@ -396,3 +396,40 @@ def test_extension_serialisation_errors(elements: list[tuple[int, bytes]], messa
 def test_rewriter_needs_a_positive_clock_rate() -> None:
     with pytest.raises(ValueError, match=r"^clock rate must be positive$"):
         SequenceRewriter(1, 0)
+
+
+_STEP = st.tuples(
+    st.sampled_from([1, 1, 1, 1, 2, -1, 0, 5000, -40000]),  # sequence step: mostly in order
+    st.sampled_from([0xA, 0xA, 0xA, 0xB]),  # source SSRC: now and then another source
+    st.booleans(),  # marker
+    st.integers(0, 20),  # 0: signalling changed the source (re-INVITE)
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_STEP, min_size=1, max_size=60), st.integers(0, 0xFFFF), st.integers(0, 0xFFFFFFFF))
+def test_rewrite_into_matches_rewrite(steps: list[tuple[int, int, bool, int]], seq: int, ts: int) -> None:
+    """The relay's in-place rewrite (fast path included) writes what ``rewrite`` says, state alike."""
+    reference = SequenceRewriter(0x5EED, 8000, initial_sequence=100, initial_timestamp=1000)
+    fast = SequenceRewriter(0x5EED, 8000, initial_sequence=100, initial_timestamp=1000)
+    now = 0.0
+    for step, ssrc, marker, change in steps:
+        seq = (seq + step) & 0xFFFF
+        ts = (ts + 160 * step) & 0xFFFFFFFF
+        now += 0.02
+        if change == 0:
+            reference.source_changed()
+            fast.source_changed()
+        data = bytes(RtpPacket(0, seq, ts, ssrc, b"\x55" * 4, marker))
+        expected = reference.rewrite(seq, ts, ssrc, marker, now)
+        buffer = bytearray(data)
+        out_timestamp = fast.rewrite_into(buffer, seq, ts, ssrc, marker, 8, now)
+        if expected is None:
+            assert out_timestamp == -1 and buffer == data
+            continue
+        packet = RtpPacket.parse(bytes(buffer))
+        assert (packet.sequence_number, packet.timestamp, packet.ssrc, packet.marker) == tuple(expected)
+        assert packet.payload_type == 8 and packet.payload == b"\x55" * 4
+        assert out_timestamp == expected.timestamp
+        for name in SequenceRewriter.__slots__:  # the whole state, counters included
+            assert getattr(fast, name) == getattr(reference, name), name
