@@ -6,7 +6,9 @@ receives what the relay forwards. Every payload carries a magic word, the call, 
 (warm-up or measured), a sequence number and the send time (``time.monotonic_ns()``, a clock shared by
 all processes of the machine), so the receiver checks integrity, counts loss per direction and measures
 one-way latency without any state shared with the relay. Phones share ``--sockets`` UDP sockets (the
-relay latches each endpoint onto its sender; which socket a stream uses does not matter to it).
+relay latches each endpoint onto its sender; which socket a stream uses does not matter to it). For a
+relay that sends where the SDP says (rtpengine), ``--phone-port-base`` fixes the sockets' ports: stream
+``s`` leaves port ``base + s % sockets``.
 
 Prints ``start`` when the measured phase begins, ``stop`` when it ends, then one JSON line with the
 results. Bounded: ``--warmup + --duration + --drain`` seconds.
@@ -25,6 +27,7 @@ import socket
 import struct
 import sys
 import time
+from typing import cast
 
 MAGIC = 0x75634564  # "ucEd"
 _PAYLOAD = struct.Struct("!IIBBIQ")  # magic, call, direction, phase, sequence, send time (ns)
@@ -34,6 +37,12 @@ PAYLOAD_SIZE = 160  # 20 ms of G.711
 PACKET_SIZE = 12 + PAYLOAD_SIZE
 PHASE_WARMUP = 0
 PHASE_MEASURED = 1
+
+
+def phone_count(calls: int, sockets: int, direct: bool) -> int:
+    """How many phone sockets carry the streams: stream ``s`` leaves socket ``s % count``."""
+    streams = 2 * calls
+    return streams if direct else max(2, min(sockets, streams))
 
 
 def run(
@@ -46,15 +55,16 @@ def run(
     drain: float,
     ptime: float,
     direct: bool,
+    phone_port_base: int = 0,
 ) -> dict[str, object]:
     streams = 2 * len(calls)
-    count = max(2, min(sockets, streams)) if not direct else streams
+    count = phone_count(len(calls), sockets, direct)
     phones = []
-    for _ in range(count):
+    for index in range(count):
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-        sock.bind((address, 0))
+        sock.bind((address, phone_port_base + index if phone_port_base else 0))
         sock.setblocking(False)
         phones.append(sock)
     # stream -> (socket, destination, packet buffer)
@@ -123,10 +133,10 @@ def run(
             max(0.0, min(next_due if next_due < measure_until else end, end) - time.monotonic_ns()) / 1e9
         )
         for key, _ in selector.select(min(timeout, 0.005)):
-            sock = key.fileobj
+            sock = cast(socket.socket, key.fileobj)
             while True:
                 try:
-                    size = sock.recv_into(buffer)  # type: ignore[union-attr]
+                    size = sock.recv_into(buffer)
                 except BlockingIOError:
                     break
                 arrival = time.monotonic_ns()
@@ -182,6 +192,12 @@ def main() -> None:
     parser.add_argument("--drain", type=float, default=0.5)
     parser.add_argument("--ptime", type=float, default=0.02)
     parser.add_argument("--direct", action="store_true")
+    parser.add_argument(
+        "--phone-port-base",
+        type=int,
+        default=0,
+        help="bind phone socket i to this port + i (a relay told the phones' addresses by SDP); 0: any",
+    )
     args = parser.parse_args()
     with open(args.targets, encoding="utf-8") as handle:
         targets = json.load(handle)
@@ -194,6 +210,7 @@ def main() -> None:
         drain=args.drain,
         ptime=args.ptime,
         direct=args.direct,
+        phone_port_base=args.phone_port_base,
     )
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import resource
 import statistics
@@ -37,15 +38,17 @@ def _reply(obj: object) -> None:
     sys.stdout.flush()
 
 
-async def serve(calls: int, port_min: int, port_max: int, address: str) -> None:
-    _raise_fd_limit(4 * calls + 256)
+async def serve(calls: int, port_min: int, port_max: int, address: str, socket_pool: int) -> None:
+    _raise_fd_limit(4 * calls + 2 * socket_pool + 256)
     plane = MediaPlane(
         rtp_port_min=port_min,
         rtp_port_max=port_max,
         bind_address=address,
         media_timeout=0,
         codec_thread=False,
+        rtp_socket_pool=socket_pool,
     )
+    await plane.start()
     params = StreamParams(None, None, PCMU, (PCMU,), TELEPHONE_EVENT)
     pairs = []
     for index in range(calls):
@@ -55,6 +58,10 @@ async def serve(calls: int, port_min: int, port_max: int, address: str) -> None:
         await plane.configure(b.endpoint_id, params)
         await plane.connect(a.endpoint_id, b.endpoint_id)
         pairs.append((a, b))
+    # The node's collector settings (edge/server.py): young collections less often, start-up frozen.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     _reply({"calls": [[a.rtp_port, b.rtp_port] for a, b in pairs], "address": address})
     loop = asyncio.get_running_loop()
     while True:
@@ -95,6 +102,7 @@ def main() -> None:
     parser.add_argument("--port-min", type=int, default=36000)
     parser.add_argument("--port-max", type=int, default=45999)
     parser.add_argument("--address", default="127.0.0.1")
+    parser.add_argument("--socket-pool", type=int, default=256, help="pre-opened RTP/RTCP pairs")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     args = parser.parse_args()
     runner = asyncio.Runner()
@@ -103,7 +111,7 @@ def main() -> None:
 
         runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
     with runner:
-        runner.run(serve(args.calls, args.port_min, args.port_max, args.address))
+        runner.run(serve(args.calls, args.port_min, args.port_max, args.address, args.socket_pool))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,16 @@ Transcoding: the cost of one PCMU↔Opus call (both directions) per 20 ms tick, 
 the real codec chain, and how long the event loop stalls with K transcoded calls when the codec runs on
 the loop versus in the worker thread (probe: a 1 ms sleep's overshoot, p99).
 
-rtpengine (Debian ``rtpengine-daemon``) is used as the ratio when its binary is installed; see notes.
+rtpengine (Debian ``rtpengine-daemon``), when installed, carries the same load: it runs in userspace-only
+mode (``--table=-1``, one worker thread) pinned to the plane's CPU, calls are set up over its NG protocol
+(``bench/peers/rtpengine_ng.py``: offer/answer/delete) with the generator's phone sockets on fixed ports
+in the SDP, and the ramp is the same. The suite reports the calls each holds under 0.1 % loss and the
+ratio uc-edge/rtpengine (an upper bound when rtpengine stays clean up to the highest step, because the
+generator, one Python process on one core, is then the limit).
+
+Call setup: the CPU one call costs the plane (two endpoints created, configured, connected, destroyed),
+in-process with ``time.process_time``, with the pre-opened socket pool and without it (sockets bound and
+closed per endpoint).
 """
 
 from __future__ import annotations
@@ -99,24 +108,7 @@ def relay_step(
         targets = _read_json_line(plane, 120.0)
         targets_file = ctx.workdir / f"targets-{calls}.json"
         targets_file.write_text(json.dumps(targets))
-        generator = subprocess.Popen(
-            _pinned(
-                GENERATOR_CPU,
-                [
-                    python,
-                    "-m",
-                    "bench.peers.rtp_load",
-                    "--targets",
-                    str(targets_file),
-                    "--duration",
-                    str(duration),
-                    "--sockets",
-                    str(sockets),
-                ],
-            ),
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        generator = _generator(targets_file, duration, sockets)
         _wait_for_word(generator, "start", 30.0)
         before = _ask(plane, "cpu")
         _wait_for_word(generator, "stop", duration + 30.0)
@@ -139,6 +131,66 @@ def relay_step(
         plane_system_percent=100.0 * (after["system"] - before["system"]) / wall,
         plane_cpu_us_per_packet=1e6 * cpu / relayed if relayed else 0.0,
         plane_quality=quality.get("quality", {}),
+    )
+    return result
+
+
+def _generator(
+    targets_file: Any, duration: float, sockets: int, phone_port_base: int = 0
+) -> subprocess.Popen[str]:
+    args = [
+        sys.executable,
+        "-m",
+        "bench.peers.rtp_load",
+        "--targets",
+        str(targets_file),
+        "--duration",
+        str(duration),
+        "--sockets",
+        str(sockets),
+    ]
+    if phone_port_base:
+        args += ["--phone-port-base", str(phone_port_base)]
+    return subprocess.Popen(_pinned(GENERATOR_CPU, args), stdout=subprocess.PIPE, text=True)
+
+
+def rtpengine_step(
+    ctx: SuiteContext, engine: Any, calls: int, duration: float, sockets: int, phone_port_base: int
+) -> dict[str, Any]:
+    """The same load through rtpengine: calls set up over NG, generator phones on fixed ports."""
+    from bench.peers.rtp_load import phone_count
+    from bench.peers.rtpengine_ng import NgClient, delete_calls, relay_calls
+
+    client = NgClient("127.0.0.1", engine.ng_port)
+    tag = f"bench-{calls}-{int(monotonic() * 1000)}"
+    count = phone_count(calls, sockets, direct=False)
+    generator: subprocess.Popen[str] | None = None
+    try:
+        ports = relay_calls(client, calls, "127.0.0.1", [phone_port_base + i for i in range(count)], tag)
+        targets_file = ctx.workdir / f"rtpengine-targets-{calls}.json"
+        targets_file.write_text(json.dumps({"address": "127.0.0.1", "calls": ports}))
+        generator = _generator(targets_file, duration, sockets, phone_port_base)
+        _wait_for_word(generator, "start", 30.0)
+        user0, system0 = engine.cpu_split()
+        wall0 = monotonic()
+        _wait_for_word(generator, "stop", duration + 30.0)
+        user1, system1 = engine.cpu_split()
+        wall = monotonic() - wall0
+        result = _read_json_line(generator, 30.0)
+        generator.wait(10)
+        delete_calls(client, calls, tag)
+    finally:
+        client.close()
+        if generator is not None and generator.poll() is None:
+            generator.kill()
+            generator.wait(5)
+    cpu = (user1 - user0) + (system1 - system0)
+    relayed = result["received"]  # packets the engine forwarded in the window (what arrived)
+    result.update(
+        engine_cpu_percent=100.0 * cpu / wall,
+        engine_user_percent=100.0 * (user1 - user0) / wall,
+        engine_system_percent=100.0 * (system1 - system0) / wall,
+        engine_cpu_us_per_packet=1e6 * cpu / relayed if relayed else 0.0,
     )
     return result
 
@@ -166,6 +218,53 @@ def direct_step(ctx: SuiteContext, calls: int, duration: float) -> dict[str, Any
         check=True,
     )
     return dict(json.loads(completed.stdout.strip().splitlines()[-1]))
+
+
+# --- call setup -----------------------------------------------------------------------------------------
+
+
+async def _setup_cost(calls: int, socket_pool: int, port_min: int, port_max: int) -> float:
+    """CPU µs for one call's media: two endpoints created, configured, connected and destroyed."""
+    from media.control import PayloadFormat, StreamParams
+    from media.plane import MediaPlane
+
+    pcmu = PayloadFormat(0, "PCMU", 8000)
+    event = PayloadFormat(101, "telephone-event", 8000)
+    plane = MediaPlane(
+        rtp_port_min=port_min,
+        rtp_port_max=port_max,
+        media_timeout=0,
+        codec_thread=False,
+        rtp_socket_pool=socket_pool,
+    )
+    await plane.start()
+    params = StreamParams("127.0.0.1", 9, pcmu, (pcmu,), event)
+
+    async def one(index: int) -> None:
+        a = await plane.create_endpoint(f"setup-{index}", "a")
+        b = await plane.create_endpoint(f"setup-{index}", "b")
+        await plane.configure(a.endpoint_id, params)
+        await plane.configure(b.endpoint_id, params)
+        await plane.connect(a.endpoint_id, b.endpoint_id)
+        await plane.destroy(a.endpoint_id)
+        await plane.destroy(b.endpoint_id)
+
+    try:
+        for index in range(20):
+            await one(index)
+        began = time.process_time()
+        for index in range(calls):
+            await one(index)
+        return 1e6 * (time.process_time() - began) / calls
+    finally:
+        await plane.close()
+
+
+def setup_cost_us(calls: int, socket_pool: int, port_min: int, port_max: int) -> float:
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(_setup_cost(calls, socket_pool, port_min, port_max))
 
 
 # --- transcoding ---------------------------------------------------------------------------------------
@@ -306,16 +405,74 @@ async def _loop_stall(calls: int, use_thread: bool, seconds: float) -> tuple[flo
 # --- rtpengine -----------------------------------------------------------------------------------------
 
 
-def rtpengine_note() -> str:
-    binary = shutil.which("rtpengine")
-    if binary is None:
-        return (
-            "rtpengine: not installed (Debian bookworm has rtpengine-daemon 10.5.3.5 as a candidate); "
-            "no ratio reported. Its userspace mode (--table=-1) needs no kernel module, but driving it "
-            "takes an NG-protocol (bencode over UDP) offer/answer client per call that this suite does not "
-            "have yet."
-        )
-    return f"rtpengine: found at {binary} but the NG-protocol driver is not written yet; no ratio reported."
+def rtpengine_available() -> bool:
+    return shutil.which("rtpengine") is not None
+
+
+def _rtpengine_version() -> str:
+    try:
+        completed = subprocess.run(["rtpengine", "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    return (completed.stdout + completed.stderr).strip().rsplit(" ", 1)[-1]
+
+
+def _rtpengine_ramp(
+    ctx: SuiteContext,
+    ramp: list[int],
+    duration: float,
+    sockets: int,
+    figures: dict[str, float],
+    units: dict[str, str],
+    series: dict[str, list[tuple[float, float]]],
+    task: Any,
+) -> int:
+    """The relay ramp through rtpengine; the highest call count under the loss target."""
+    from bench.peers.rtpengine_ng import Rtpengine
+
+    engine = Rtpengine(
+        ng_port=ctx.param("rtpengine_ng_port", 22922),
+        port_min=ctx.param("rtpengine_port_min", 50000),
+        port_max=ctx.param("rtpengine_port_max", 59999),
+        cpu=PLANE_CPU,
+    )
+    phone_port_base = ctx.param("phone_port_base", 47000)
+    best = failures = 0
+    series["rtpengine loss"] = []
+    series["rtpengine CPU"] = []
+    try:
+        engine.wait_ready()
+        for calls in ramp:
+            result = rtpengine_step(ctx, engine, calls, duration, sockets, phone_port_base)
+            task.advance()
+            ctx.log(
+                f"rtpengine {calls} calls: loss {result['loss_percent']:.3f} %, "
+                f"p50 {result['latency_p50_ms']:.2f} ms, p99 {result['latency_p99_ms']:.2f} ms, "
+                f"CPU {result['engine_cpu_percent']:.1f} % (user {result['engine_user_percent']:.1f}, "
+                f"system {result['engine_system_percent']:.1f}), "
+                f"{result['engine_cpu_us_per_packet']:.1f} µs/packet, corrupt {result['corrupt']}, "
+                f"generator CPU {result['generator_cpu_s']:.1f} s"
+            )
+            series["rtpengine loss"].append((calls, result["loss_percent"]))
+            series["rtpengine CPU"].append((calls, result["engine_cpu_percent"]))
+            for name, value, unit in (
+                (f"rtpengine_loss_percent_{calls}", result["loss_percent"], "%"),
+                (f"rtpengine_cpu_percent_{calls}", result["engine_cpu_percent"], "%"),
+                (f"rtpengine_cpu_us_per_packet_{calls}", result["engine_cpu_us_per_packet"], "µs"),
+                (f"rtpengine_latency_p50_ms_{calls}", result["latency_p50_ms"], "ms"),
+                (f"rtpengine_latency_p99_ms_{calls}", result["latency_p99_ms"], "ms"),
+            ):
+                figures[name] = value
+                units[name] = unit
+            if result["loss_percent"] < LOSS_TARGET_PERCENT and not result["corrupt"]:
+                best, failures = calls, 0
+            else:
+                failures += 1
+                if failures >= 2:
+                    break
+    finally:
+        engine.stop()
+    return best
 
 
 # --- suite -----------------------------------------------------------------------------------------------
@@ -324,7 +481,7 @@ def rtpengine_note() -> str:
 def run(ctx: SuiteContext) -> SuiteResult:
     ramp = [
         int(n)
-        for n in ctx.param("ramp", "20" if ctx.quick else "100,250,500,750,1000").split(",")
+        for n in ctx.param("ramp", "300,500,700" if ctx.quick else "100,250,500,750,1000").split(",")
         if n.strip()
     ]
     duration = ctx.param("duration", 2.0 if ctx.quick else 10.0)
@@ -332,6 +489,11 @@ def run(ctx: SuiteContext) -> SuiteResult:
     port_min = ctx.param("port_min", 36000)
     port_max = ctx.param("port_max", 45999)
     stall_calls = ctx.param("stall_calls", 4 if ctx.quick else 30)
+    with_rtpengine = bool(ctx.param("rtpengine", 1)) and rtpengine_available()
+    rtpengine_ramp = [
+        int(n) for n in str(ctx.param("rtpengine_ramp", ",".join(map(str, ramp)))).split(",") if n.strip()
+    ]
+    setup_calls = ctx.param("setup_calls", 300 if ctx.quick else 3000)
     if max(ramp) * 4 > port_max - port_min:
         raise ValueError(f"port range {port_min}..{port_max} is too small for {max(ramp)} calls")
     figures: dict[str, float] = {}
@@ -343,7 +505,7 @@ def run(ctx: SuiteContext) -> SuiteResult:
         "latency p50": [],
     }
     notes: list[str] = []
-    task = ctx.task("relay ramp", total=len(ramp) + 3)
+    task = ctx.task("relay ramp", total=len(ramp) + (len(rtpengine_ramp) if with_rtpengine else 0) + 4)
 
     baseline = direct_step(ctx, ramp[0], min(duration, 5.0))
     task.advance()
@@ -414,6 +576,37 @@ def run(ctx: SuiteContext) -> SuiteResult:
         if name in figures:
             units[name] = "ms"
 
+    if with_rtpengine:
+        engine_best = _rtpengine_ramp(ctx, rtpengine_ramp, duration, sockets, figures, units, series, task)
+        figures["rtpengine_max_calls_under_0.1pct_loss"] = float(engine_best)
+        units["rtpengine_max_calls_under_0.1pct_loss"] = "calls"
+        if engine_best:
+            figures["ratio_uc_edge_to_rtpengine"] = best / engine_best
+            units["ratio_uc_edge_to_rtpengine"] = "x"
+        bound = (
+            " (rtpengine clean at every step: the ratio is an upper bound)"
+            if engine_best == max(rtpengine_ramp)
+            else ""
+        )
+        notes.append(
+            f"rtpengine {_rtpengine_version()} userspace-only (--table=-1, --num-threads=1) pinned to CPU "
+            f"{PLANE_CPU}, calls set up over NG (offer/answer/delete); clean up to {engine_best} calls vs "
+            f"uc-edge {best}{bound}."
+        )
+    else:
+        notes.append("rtpengine: not installed (Debian: apt-get install rtpengine-daemon); no ratio.")
+
+    pooled = setup_cost_us(setup_calls, 256, port_min, port_max)
+    unpooled = setup_cost_us(setup_calls, 0, port_min, port_max)
+    task.advance()
+    figures["call_setup_us_pooled"] = pooled
+    figures["call_setup_us_unpooled"] = unpooled
+    units.update(call_setup_us_pooled="µs", call_setup_us_unpooled="µs")
+    ctx.log(
+        f"call media setup+teardown CPU: {pooled:.0f} µs with the socket pool, {unpooled:.0f} µs binding "
+        f"sockets per call"
+    )
+
     cost = transcode_cost_us(50 if ctx.quick else 500)
     task.advance()
     figures["transcode_us_per_call_tick"] = cost
@@ -444,7 +637,6 @@ def run(ctx: SuiteContext) -> SuiteResult:
         "latency is one-way phone→plane→phone through loopback, measured by the generator; "
         "added latency subtracts the direct phone→phone loopback figure at the first ramp step."
     )
-    notes.append(rtpengine_note())
     units.update({"loss": "%", "plane CPU": "%", "latency p99": "ms", "latency p50": "ms"})
     return SuiteResult(
         figures=figures,
@@ -461,11 +653,18 @@ SUITE = Suite(
     description="relayed G.711 calls on one core (loss, added latency, CPU) and PCMU↔Opus transcoding cost",
     run=run,
     params={
-        "ramp": "comma-separated call counts (default 100,250,500,750,1000; quick 20)",
+        "ramp": "comma-separated call counts (default 100,250,500,750,1000; quick 300,500,700)",
         "duration": "measured seconds per step (default 10, quick 2)",
         "sockets": "UDP sockets the generator's phones share (default 32)",
         "port_min": "first RTP port of the plane (default 36000)",
         "port_max": "last RTP port of the plane (default 45999)",
         "stall_calls": "transcoded calls for the loop-stall probe (default 30, quick 4)",
+        "rtpengine": "1 to run the same ramp through rtpengine when installed (default), 0 to skip",
+        "rtpengine_ramp": "call counts for rtpengine (default: the ramp)",
+        "rtpengine_ng_port": "rtpengine NG control port (default 22922)",
+        "rtpengine_port_min": "rtpengine's first media port (default 50000)",
+        "rtpengine_port_max": "rtpengine's last media port (default 59999)",
+        "phone_port_base": "generator phone ports for rtpengine runs (default 47000)",
+        "setup_calls": "calls for the call-setup CPU figure (default 3000, quick 300)",
     },
 )
