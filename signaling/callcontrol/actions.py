@@ -16,7 +16,7 @@ from media.control import StreamParams
 from signaling.callcontrol.config import Trunk
 from signaling.sip.invite import Outgoing
 from signaling.sip.routing import TransportAddress
-from storage.ports import NewCall, NewCdr, NewLeg
+from storage.ports import NewCall, NewCdr, NewLeg, QualityReport
 
 
 class Action:
@@ -141,6 +141,14 @@ class RecordEnd(PersistAction):
 @dataclass(frozen=True, slots=True)
 class RecordCdr(PersistAction):
     cdr: NewCdr
+
+
+@dataclass(frozen=True, slots=True)
+class RecordQuality(PersistAction):
+    """A leg's media quality at its end (written by the shell, from what the media plane reported)."""
+
+    call_id: uuid.UUID
+    report: QualityReport
 
 
 # ---------------------------------------------------------------- routing

@@ -129,10 +129,15 @@ class CallEnvironment:
     new_token: Callable[[], str] = lambda: uuid.uuid4().hex[:16]
 
     def local_address(self, transport: str) -> LocalAddress:
-        found = self.local_addresses.get(transport) or self.local_addresses.get("udp")
-        if found is None:
-            found = next(iter(self.local_addresses.values()))
-        return found
+        """Our address for requests over ``transport``. A transport without a listener of its own (WS/WSS
+        ride on the HTTP server; a TCP flow a client opened) keeps the first listener's host and port but
+        names the transport the request really goes over, as its Via must (RFC 3261 §18.1.1, RFC 7118)."""
+        transport = transport.lower()
+        found = self.local_addresses.get(transport)
+        if found is not None:
+            return found
+        base = self.local_addresses.get("udp") or next(iter(self.local_addresses.values()))
+        return LocalAddress(transport.upper(), base.host, base.port)
 
     def contact(self, address: LocalAddress) -> str:
         transport = address.transport.lower()

@@ -7,6 +7,7 @@ environment. :func:`parse_trunks` turns the TOML/JSON-ish list an operator write
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,12 +24,25 @@ CALL_CODECS: tuple[Codec, ...] = (
 )
 
 
+MIN_REGISTER_EXPIRES = 60
+MAX_REGISTER_EXPIRES = 86400
+# RFC 3261 §25.1 user (unreserved, escaped, user-unreserved without ';?/') and host (name, IPv4, [IPv6]).
+_REGISTER_PATTERNS = {
+    "register_user": re.compile(r"[A-Za-z0-9\-_.!~*'()&=+$,%]+"),
+    "register_domain": re.compile(r"[A-Za-z0-9\-.]+|\[[0-9A-Fa-f:.]+\]"),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Trunk:
     """A static SIP trunk: where outbound calls go (``host:port``), who may call us (``inbound_sources``).
 
     ``prefixes``: dialled users starting with one of them go out through this trunk (``""`` matches
     every user that is not a local account). ``username``/``password`` answer the trunk's 401/407.
+
+    ``register``: keep a binding at the trunk's registrar (outbound registration, refreshed until the node
+    stops) for ``sip:{register_user}@{register_domain}`` (defaults: ``username`` and ``host``), asking
+    for ``register_expires`` seconds.
     """
 
     name: str
@@ -40,6 +54,10 @@ class Trunk:
     prefixes: tuple[str, ...] = ()
     inbound_sources: tuple[str, ...] = ()
     strip_prefix: bool = False
+    register: bool = False
+    register_expires: int = 3600
+    register_user: str | None = None
+    register_domain: str | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.host:
@@ -57,6 +75,35 @@ class Trunk:
                 raise ValueError(
                     f"trunk {self.name}: inbound source {source!r} is not an IP or network"
                 ) from None
+        self._check_registration()
+
+    def _check_registration(self) -> None:
+        if not isinstance(self.register, bool):
+            raise ValueError(f"trunk {self.name}: register must be true or false")
+        if (
+            not isinstance(self.register_expires, int)
+            or isinstance(self.register_expires, bool)
+            or not MIN_REGISTER_EXPIRES <= self.register_expires <= MAX_REGISTER_EXPIRES
+        ):
+            raise ValueError(
+                f"trunk {self.name}: register_expires must be a whole number of seconds from "
+                f"{MIN_REGISTER_EXPIRES} to {MAX_REGISTER_EXPIRES}, not {self.register_expires!r}"
+            )
+        for key, pattern in _REGISTER_PATTERNS.items():
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, str) or not pattern.fullmatch(value)):
+                raise ValueError(f"trunk {self.name}: {key} {value!r} is not a SIP user or host")
+        if self.register and self.registration_user is None:
+            raise ValueError(f"trunk {self.name}: register needs register_user or username")
+
+    @property
+    def registration_user(self) -> str | None:
+        """The user part of the address this node registers at the trunk."""
+        return self.register_user or self.username
+
+    @property
+    def registration_domain(self) -> str:
+        return self.register_domain or self.host
 
     def accepts_from(self, host: str) -> bool:
         try:

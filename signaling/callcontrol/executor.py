@@ -23,6 +23,7 @@ from signaling.callcontrol.actions import (
     RecordEnd,
     RecordLeg,
     RecordLegState,
+    RecordQuality,
     RecordRouting,
     SendDtmf,
 )
@@ -80,4 +81,6 @@ async def run_persist(action: Action, calls: CallRepository, cdrs: CdrRepository
         )
     if isinstance(action, RecordCdr):
         return await cdrs.record_cdr(action.cdr)
+    if isinstance(action, RecordQuality):
+        return await calls.report_quality(action.call_id, action.report)
     raise TypeError(f"not a persistence action: {action!r}")

@@ -74,16 +74,26 @@ class CallRouter:
         self.rules = rules
         self.clock = clock
 
-    async def resolve(self, query: RouteQuery, depth: int = 0) -> Route:
-        config = self.config
-        user, host = query.user, query.host.lower()
+    def resolve_static(self, query: RouteQuery) -> Route | None:
+        """The route configuration alone decides (no user part, echo number, trunk prefix), or None when
+        :meth:`resolve` must look it up. Lets the shell place such calls without a task."""
+        user = query.user
         if not user:
-            return RouteReject(f"sip:{host}", 404, "not_found", "no user part")
-        if user in config.echo_numbers:
+            return RouteReject(f"sip:{query.host.lower()}", 404, "not_found", "no user part")
+        if user in self.config.echo_numbers:
             return RouteEcho(user)
-        trunk_route = config.trunk_for_user(user)
+        trunk_route = self.config.trunk_for_user(user)
         if trunk_route is not None and trunk_route[0].matches(user):
             return self._to_trunk(*trunk_route)
+        return None
+
+    async def resolve(self, query: RouteQuery, depth: int = 0) -> Route:
+        static = self.resolve_static(query)
+        if static is not None:
+            return static
+        config = self.config
+        user, host = query.user, query.host.lower()
+        trunk_route = config.trunk_for_user(user)
         if host not in config.local_domains and depth == 0 and query.from_trunk is None:
             # not our domain and no trunk prefix: we are not an open relay
             if trunk_route is not None:

@@ -9,9 +9,16 @@ media through the ``MediaControl`` port, rows through the repositories, one time
     await service.stop()
 
 SIP sends run at once (in order). Media actions of a call run one after another on the call's media
-queue, repository writes one after another on its persistence queue (so ``call_sessions`` gets its
-row before ``call_legs``...). A failing write is logged with the call id and counted
-(``persist_failures``); the call goes on.
+queue, repository writes in order on its write queue (so ``call_sessions`` gets its row before
+``call_legs``...). The writes queued while the previous ones were in flight go together: one
+transaction when the repository offers ``batch(call_id)`` (the PostgreSQL one does), else one after
+another. A write that PostgreSQL cannot take now (unreachable, connection lost) is retried with backoff,
+the call's later writes waiting behind it: an outage delays the rows, it never loses them. A write the
+repository refuses (a rule) is logged with the call id and counted (``persist_failures``); the call
+goes on.
+
+Failed digest authentication of an INVITE counts against the user and the source in the
+:class:`~signaling.flood.FloodGuard` (as REGISTER's does): past the limit they get 403 without a check.
 """
 
 from __future__ import annotations
@@ -27,14 +34,15 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from edge.logs import bind_call, get_logger
+from edge.logs import bind_call, call_context, get_logger
 from media.control import LocalMedia, MediaControl, MediaEvent, QualitySnapshot
 from signaling.callcontrol.actions import (
-    Action,
     CreateEndpoint,
     DestroyEndpoint,
     MediaAction,
     PersistAction,
+    RecordCdr,
+    RecordQuality,
     ResolveRoute,
     RouteReject,
     SendSip,
@@ -42,6 +50,7 @@ from signaling.callcontrol.actions import (
 from signaling.callcontrol.call import Call, CallEnvironment, CallerIdentity
 from signaling.callcontrol.executor import run_media, run_persist
 from signaling.callcontrol.router import CallRouter, CredentialLookup
+from signaling.flood import FloodGuard
 from signaling.sip.dialog import uri_of
 from signaling.sip.digest import AuthOutcome, Credentials, DigestAuthenticator
 from signaling.sip.errors import LocalProtocolError
@@ -72,6 +81,9 @@ class CallControlStats:
     auth_challenges: int = 0
     auth_failures: int = 0
     persist_failures: int = 0
+    persist_retries: int = 0
+    persist_batches: int = 0
+    auth_blocked: int = 0
     media_failures: int = 0
     route_failures: int = 0
     unknown_dialog_requests: int = 0
@@ -121,11 +133,65 @@ class SerialQueue:
             self._task.cancel()
 
 
+class WriteQueue:
+    """A call's repository writes in order: what is queued while a batch is written forms the next batch."""
+
+    def __init__(self, write: Callable[[list[PersistAction]], Awaitable[None]]) -> None:
+        self._pending: list[PersistAction] = []
+        self._task: asyncio.Task[None] | None = None
+        self._write = write
+
+    def extend(self, actions: list[PersistAction]) -> None:
+        self._pending += actions
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._drain())
+
+    def put(self, action: PersistAction) -> None:
+        self.extend([action])
+
+    @property
+    def idle(self) -> bool:
+        return self._task is None
+
+    @property
+    def backlog(self) -> int:
+        return len(self._pending)
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                await self._write(batch)  # handles its own errors
+        finally:
+            self._task = None
+
+    async def wait(self) -> None:
+        while self._task is not None:
+            await asyncio.shield(self._task)
+
+    def cancel(self) -> int:
+        """Stop writing; returns how many queued writes are dropped (shutdown only)."""
+        dropped = len(self._pending)
+        self._pending = []
+        if self._task is not None:
+            self._task.cancel()
+        return dropped
+
+
+# A repository that cannot take a write now (PostgreSQL down or restarting): retry it, never drop it.
+def _unavailable(error: BaseException) -> bool:
+    return isinstance(error, OSError | TimeoutError) or type(error).__name__ == "DatabaseUnavailable"
+
+
+RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS = 0.05, 5.0
+
+
 @dataclasses.dataclass(eq=False)
 class _Running:
     call: Call
     media: SerialQueue
-    persist: SerialQueue
+    persist: WriteQueue
+    log: dict[str, Any]
     timer: asyncio.TimerHandle | None = None
     deadline: float | None = None
     call_ids: set[str] = dataclasses.field(default_factory=set)
@@ -146,6 +212,7 @@ class CallControlService:
         credentials: CredentialLookup | None = None,
         route_timeout: float = 5.0,
         wallclock: Callable[[], float] = time.time,
+        flood: FloodGuard | None = None,
     ) -> None:
         self.hub = hub
         self.media = media
@@ -157,7 +224,9 @@ class CallControlService:
         self.credentials = credentials
         self.route_timeout = route_timeout
         self.wallclock = wallclock
+        self.flood = flood
         self.stats = CallControlStats()
+        self._batching = callable(getattr(calls, "batch", None))
         self._env = env
         self._running: dict[uuid.UUID, _Running] = {}
         self._draining: set[_Running] = set()  # finished calls whose queued writes still run
@@ -207,7 +276,10 @@ class CallControlService:
             await asyncio.wait([asyncio.ensure_future(w) for w in waits], timeout=drain_seconds)
         for running in everyone:
             running.media.cancel()
-            running.persist.cancel()
+            dropped = running.persist.cancel()
+            if dropped:
+                with bind_call.of(running.log):
+                    log.error("call writes not done at shutdown", writes=dropped)
         for task in list(self._tasks):
             task.cancel()
 
@@ -321,6 +393,13 @@ class CallControlService:
                 build_response(request, 407, headers=authenticator.challenge_headers(now, proxy=True)),
             )
             return None
+        flood = self.flood
+        if flood is not None and flood.auth_blocked(credentials.username, event.source.host, now):
+            self.stats.auth_blocked += 1
+            self._respond(
+                transaction, build_response(request, 403, reason="Too many failed authentication attempts")
+            )
+            return None
         try:
             stored = await self.credentials(credentials.username, authenticator.realm)
         except Exception:
@@ -335,11 +414,15 @@ class CallControlService:
             credentials, method="INVITE", request_uri=request_uri, ha1_value=ha1_value, now=now
         )
         if result.outcome is AuthOutcome.OK and stored is not None:
+            if flood is not None:
+                flood.record_auth_success(credentials.username, now)
             return CallerIdentity(username=credentials.username, account_id=stored.account_id)
         self.stats.auth_failures += 1
         if result.outcome is AuthOutcome.BAD_REQUEST:
             self._respond(transaction, build_response(request, 400, reason=result.reason[:100]))
             return None
+        if result.outcome is AuthOutcome.INVALID and flood is not None:
+            flood.record_auth_failure(credentials.username, event.source.host, now)
         headers = authenticator.challenge_headers(now, stale=result.outcome.rechallenge_stale, proxy=True)
         self._respond(transaction, build_response(request, 407, headers=headers))
         return None
@@ -361,46 +444,67 @@ class CallControlService:
                 self._respond(event.transaction, build_response(event.request, 500))
             return
         self.stats.calls_started += 1
-        running = _Running(call, SerialQueue(self._media_error(call)), SerialQueue(self._persist_error(call)))
+        running = _Running(
+            call,
+            SerialQueue(self._media_error(call)),
+            WriteQueue(lambda batch: self._write(running, batch)),
+            call_context(str(call.call_id), str(call.correlation_id)),
+        )
         self._running[call.call_id] = running
-        self._process(running)
+        with bind_call.of(running.log):
+            self._process(running, answered_before=False)
 
     # ------------------------------------------------------------------ driving a call
 
     def _feed(self, running: _Running, step: Callable[[float], object]) -> None:
         call = running.call
-        with bind_call(str(call.call_id), str(call.correlation_id)):
+        with bind_call.of(running.log):
+            answered_before = call.answered_at is not None
             try:
                 step(self.hub.now())
             except Exception:
                 self.stats.application_errors += 1
                 log.exception("call control failed")
-            self._process(running)
+            self._process(running, answered_before)
 
-    def _process(self, running: _Running) -> None:
+    def _process(self, running: _Running, answered_before: bool) -> None:
+        """Run what the call asks for (inside its log context). Routes the configuration alone decides
+        (trunk prefix, echo number) are fed straight back, without a task."""
         call = running.call
-        with bind_call(str(call.call_id), str(call.correlation_id)):
-            answered_before = call.answered_at is not None
+        while True:
+            writes: list[PersistAction] = []
+            placed: list[tuple[int, Any]] = []
             for action in call.actions():
-                self._execute(running, action)
-            for sip_call_id in call.sip_call_ids() - running.call_ids:
-                running.call_ids.add(sip_call_id)
-                self._by_call_id[sip_call_id] = running
-            if not answered_before and call.answered_at is not None:
-                self.stats.calls_answered += 1
-            self._arm_timer(running)
-            if call.finished:
-                self._forget(running)
-
-    def _execute(self, running: _Running, action: Action) -> None:
-        if isinstance(action, SendSip):
-            self._send(running, action)
-        elif isinstance(action, ResolveRoute):
-            self._spawn(self._route(running, action))
-        elif isinstance(action, MediaAction):
-            running.media.put(lambda: self._run_media(running, action))
-        elif isinstance(action, PersistAction):
-            running.persist.put(lambda: self._run_persist(running, action))
+                if isinstance(action, SendSip):
+                    self._send(running, action)
+                elif isinstance(action, PersistAction):
+                    writes.append(action)
+                elif isinstance(action, MediaAction):
+                    running.media.put(functools.partial(self._run_media, running, action))
+                elif isinstance(action, ResolveRoute):
+                    route = self.router.resolve_static(action.query)
+                    if route is None:
+                        self._spawn(self._route(running, action))
+                    else:
+                        placed.append((action.step, route))
+            if writes:
+                running.persist.extend(writes)
+            if not placed:
+                break
+            for step, route in placed:
+                try:
+                    call.handle_route(step, route, self.hub.now())
+                except Exception:
+                    self.stats.application_errors += 1
+                    log.exception("call control failed")
+        for sip_call_id in call.sip_call_ids() - running.call_ids:
+            running.call_ids.add(sip_call_id)
+            self._by_call_id[sip_call_id] = running
+        if not answered_before and call.answered_at is not None:
+            self.stats.calls_answered += 1
+        self._arm_timer(running)
+        if call.finished:
+            self._forget(running)
 
     def _send(self, running: _Running, action: SendSip) -> None:
         message = action.message
@@ -470,9 +574,10 @@ class CallControlService:
 
     async def _route(self, running: _Running, action: ResolveRoute) -> None:
         call = running.call
-        with bind_call(str(call.call_id), str(call.correlation_id)):
+        with bind_call.of(running.log):
             try:
-                route = await asyncio.wait_for(self.router.resolve(action.query), self.route_timeout)
+                async with asyncio.timeout(self.route_timeout):  # no extra task, unlike wait_for
+                    route = await self.router.resolve(action.query)
             except Exception:
                 self.stats.route_failures += 1
                 log.exception("routing failed", user=action.query.user)
@@ -483,7 +588,7 @@ class CallControlService:
 
     async def _run_media(self, running: _Running, action: MediaAction) -> None:
         call = running.call
-        with bind_call(str(call.call_id), str(call.correlation_id)):
+        with bind_call.of(running.log):
             if isinstance(action, CreateEndpoint):
                 try:
                     local = await run_media(action, self.media, str(call.call_id))
@@ -522,27 +627,73 @@ class CallControlService:
             )
         except ValueError:
             return
+        running.persist.put(RecordQuality(call.call_id, report))
 
-        async def write() -> None:
-            await self.calls_repo.report_quality(call.call_id, report)
+    # ------------------------------------------------------------------ repository writes
 
-        running.persist.put(write)
+    async def _write(self, running: _Running, batch: list[PersistAction]) -> None:
+        """Write ``batch`` in order: runs of call writes in one transaction each (when the repository
+        batches), CDRs on their own (another database). Never raises."""
+        with bind_call.of(running.log):
+            if not self._batching:
+                for action in batch:
+                    await self._write_with_retry(running, [action])
+                return
+            run: list[PersistAction] = []
+            for action in batch:
+                if isinstance(action, RecordCdr):
+                    if run:
+                        await self._write_with_retry(running, run)
+                        run = []
+                    await self._write_with_retry(running, [action])
+                else:
+                    run.append(action)
+            if run:
+                await self._write_with_retry(running, run)
 
-    async def _run_persist(self, running: _Running, action: PersistAction) -> None:
-        await run_persist(action, self.calls_repo, self.cdrs)
+    async def _write_with_retry(self, running: _Running, actions: list[PersistAction]) -> None:
+        delay = RETRY_FIRST_SECONDS
+        while True:
+            try:
+                await self._apply(running, actions)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                if _unavailable(error):
+                    self.stats.persist_retries += 1
+                    if delay == RETRY_FIRST_SECONDS or delay >= RETRY_MAX_SECONDS:
+                        log.warning(
+                            "call writes wait for the database", error=str(error)[:300], writes=len(actions)
+                        )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RETRY_MAX_SECONDS)
+                    continue
+                if len(actions) > 1:  # one write broke a rule: keep the others, one by one
+                    for action in actions:
+                        await self._write_with_retry(running, [action])
+                    return
+                self.stats.persist_failures += 1
+                log.error(
+                    "call repository write failed", action=type(actions[0]).__name__, error=repr(error)[:500]
+                )
+                return
 
-    def _persist_error(self, call: Call) -> Callable[[BaseException], None]:
-        def report(error: BaseException) -> None:
-            self.stats.persist_failures += 1
-            with bind_call(str(call.call_id), str(call.correlation_id)):
-                log.error("call repository write failed", error=repr(error))
-
-        return report
+    async def _apply(self, running: _Running, actions: list[PersistAction]) -> None:
+        if len(actions) == 1 and (isinstance(actions[0], RecordCdr) or not self._batching):
+            await run_persist(actions[0], self.calls_repo, self.cdrs)
+            return
+        self.stats.persist_batches += 1
+        async with self.calls_repo.batch(running.call.call_id) as writer:  # type: ignore[attr-defined]
+            for action in actions:
+                await run_persist(action, writer, self.cdrs)
 
     def _media_error(self, call: Call) -> Callable[[BaseException], None]:
+        context = call_context(str(call.call_id), str(call.correlation_id))
+
         def report(error: BaseException) -> None:
             self.stats.media_failures += 1
-            with bind_call(str(call.call_id), str(call.correlation_id)):
+            with bind_call.of(context):
                 log.error("media action failed", error=repr(error))
 
         return report

@@ -1,9 +1,21 @@
-"""Call repository on DB_CALLS: each change and the ``call.*`` event reporting it commit together."""
+"""Call repository on DB_CALLS: each change and the ``call.*`` event reporting it commit together.
+
+One write is one transaction. :meth:`PgCallRepository.batch` runs several writes of one call in a single
+transaction (the call's rows read once under its lock, the events written with one ``executemany``), so a
+B2BUA can coalesce the writes queued while the previous ones were in flight::
+
+    async with repo.batch(call_id) as writer:      # BEGIN … COMMIT; all or nothing
+        await writer.add_leg(call_id, leg)
+        await writer.change_leg_state(leg_id, "early", at=when)
+"""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import uuid
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import asyncpg
 
@@ -25,79 +37,127 @@ from storage.postgres.sql import queries_for
 _SQL = queries_for("calls")
 
 
-class PgCallRepository(EventedRepository):
-    """``CallRepository`` on an asyncpg pool of the calls database, writing as ``node_id``."""
+class CallWriter:
+    """The writes of :class:`PgCallRepository` on one connection inside one transaction.
 
-    async def _locked_call(self, conn: asyncpg.Connection, call_id: uuid.UUID) -> CallSession:
-        row = await conn.fetchrow(_SQL["lock_call"], call_id)
-        if row is None:
-            raise NotFoundError(f"no call {call_id}")
-        return CallSession(**row)
+    A call is locked (``FOR UPDATE``) the first time a write needs it and its legs are read once; the
+    rows this transaction writes replace the cached ones (``RETURNING``), so later writes of the batch
+    check their rules without reading again. Events are queued and written before the commit, in order.
+    """
+
+    def __init__(self, repo: PgCallRepository, conn: asyncpg.Connection, call_id: uuid.UUID | None) -> None:
+        self._repo = repo
+        self._conn = conn
+        self._hint = call_id  # the call whose legs the batch changes (saves a lookup per leg)
+        self._calls: dict[uuid.UUID, CallSession] = {}
+        self._legs: dict[uuid.UUID, CallLeg] = {}
+        self._legs_loaded: set[uuid.UUID] = set()
+        self.events: list[Mapping[str, Any]] = []
+
+    async def _call(self, call_id: uuid.UUID) -> CallSession:
+        call = self._calls.get(call_id)
+        if call is None:
+            row = await self._conn.fetchrow(_SQL["lock_call"], call_id)
+            if row is None:
+                raise NotFoundError(f"no call {call_id}")
+            call = self._calls[call_id] = CallSession(**row)
+        return call
+
+    async def _load_legs(self, call_id: uuid.UUID) -> None:
+        """Every leg of the (locked) call into the cache; rows written by this batch stay as written."""
+        if call_id in self._legs_loaded:
+            return
+        await self._call(call_id)
+        for row in await self._conn.fetch(_SQL["list_legs"], call_id):
+            leg = CallLeg(**row)
+            self._legs.setdefault(leg.leg_id, leg)
+        self._legs_loaded.add(call_id)
+
+    async def _leg(self, leg_id: uuid.UUID, call_id: uuid.UUID | None = None) -> CallLeg | None:
+        """The leg read under its call's lock (None when it does not exist, or is not ``call_id``'s)."""
+        leg = self._legs.get(leg_id)
+        if leg is None:
+            owner = call_id or self._hint
+            if owner is not None and owner not in self._legs_loaded:
+                with contextlib.suppress(NotFoundError):
+                    await self._load_legs(owner)
+                leg = self._legs.get(leg_id)
+            if leg is None and call_id is None:
+                row = await self._conn.fetchrow(_SQL["get_leg"], leg_id)
+                if row is not None:
+                    await self._load_legs(row["call_id"])  # re-read under the call's lock
+                    leg = self._legs.get(leg_id)
+        if leg is not None and call_id is not None and leg.call_id != call_id:
+            return None
+        return leg
 
     async def start_call(self, call: NewCall) -> CallSession:
-        started_at = call.started_at or self._clock()
+        repo = self._repo
+        started_at = call.started_at or repo._clock()
         call_rules.check_at("start", started_at, started_at)
-        async with transaction(self._pool, "starting a call") as conn:
-            try:
-                row = await conn.fetchrow(
-                    _SQL["insert_call"],
-                    call.call_id or uuid.uuid4(),
-                    call.correlation_id,
-                    call.sip_call_id,
-                    call.direction,
-                    call.media,
-                    call.from_uri,
-                    call.to_uri,
-                    call.initiator_account_id,
-                    call.callee_account_id,
-                    self._node_id,
-                    started_at,
-                )
-            except asyncpg.UniqueViolationError:
-                raise ConflictError(f"call {call.call_id} already exists") from None
-            session = CallSession(**row)
-            await self._emit(conn, domain_events.call_started(session))
+        try:
+            row = await self._conn.fetchrow(
+                _SQL["insert_call"],
+                call.call_id or uuid.uuid4(),
+                call.correlation_id,
+                call.sip_call_id,
+                call.direction,
+                call.media,
+                call.from_uri,
+                call.to_uri,
+                call.initiator_account_id,
+                call.callee_account_id,
+                repo._node_id,
+                started_at,
+            )
+        except asyncpg.UniqueViolationError:
+            raise ConflictError(f"call {call.call_id} already exists") from None
+        session = CallSession(**row)
+        self._calls[session.call_id] = session  # ours: nobody else can see it before the commit
+        self._legs_loaded.add(session.call_id)
+        self.events.append(domain_events.call_started(session))
         return session
 
     async def add_leg(self, call_id: uuid.UUID, leg: NewLeg) -> CallLeg:
-        async with transaction(self._pool, "adding a call leg") as conn:
-            call = await self._locked_call(conn, call_id)
-            call_rules.check_can_add_leg(call)
-            started_at = call_rules.check_at("leg start", leg.started_at or self._clock(), call.started_at)
-            try:
-                row = await conn.fetchrow(
-                    _SQL["insert_leg"],
-                    leg.leg_id or uuid.uuid4(),
-                    call_id,
-                    leg.leg_type,
-                    leg.direction,
-                    leg.remote_address,
-                    leg.device_id,
-                    leg.account_id,
-                    leg.sip_call_id,
-                    started_at,
-                )
-            except asyncpg.UniqueViolationError:
-                raise ConflictError(f"leg {leg.leg_id} already exists") from None
-            created = CallLeg(**row)
-            await self._emit(conn, domain_events.call_leg_created(call, created, self._node_id))
+        call = await self._call(call_id)
+        call_rules.check_can_add_leg(call)
+        started_at = call_rules.check_at("leg start", leg.started_at or self._repo._clock(), call.started_at)
+        try:
+            row = await self._conn.fetchrow(
+                _SQL["insert_leg"],
+                leg.leg_id or uuid.uuid4(),
+                call_id,
+                leg.leg_type,
+                leg.direction,
+                leg.remote_address,
+                leg.device_id,
+                leg.account_id,
+                leg.sip_call_id,
+                started_at,
+            )
+        except asyncpg.UniqueViolationError:
+            raise ConflictError(f"leg {leg.leg_id} already exists") from None
+        created = CallLeg(**row)
+        self._legs[created.leg_id] = created
+        self.events.append(domain_events.call_leg_created(call, created, self._repo._node_id))
         return created
 
     async def change_leg_state(
         self, leg_id: uuid.UUID, to_state: str, *, reason: str | None = None, at: dt.datetime | None = None
     ) -> CallLeg:
-        async with transaction(self._pool, "changing a leg's state") as conn:
-            leg_row = await conn.fetchrow(_SQL["get_leg"], leg_id)
-            if leg_row is None:
-                raise NotFoundError(f"no leg {leg_id}")
-            call = await self._locked_call(conn, leg_row["call_id"])
-            leg = CallLeg(**await conn.fetchrow(_SQL["get_leg"], leg_id))  # re-read under the call lock
-            call_rules.check_leg_transition(leg, to_state, reason)
-            when = call_rules.check_at("leg state change", at or self._clock(), leg.started_at)
-            changed = CallLeg(**await conn.fetchrow(_SQL["update_leg_state"], leg_id, to_state, reason, when))
-            await self._emit(
-                conn, domain_events.call_leg_state_changed(call, changed, leg.status, when, self._node_id)
-            )
+        leg = await self._leg(leg_id)
+        if leg is None:
+            raise NotFoundError(f"no leg {leg_id}")
+        call = await self._call(leg.call_id)
+        call_rules.check_leg_transition(leg, to_state, reason)
+        when = call_rules.check_at("leg state change", at or self._repo._clock(), leg.started_at)
+        changed = CallLeg(
+            **await self._conn.fetchrow(_SQL["update_leg_state"], leg_id, to_state, reason, when)
+        )
+        self._legs[leg_id] = changed
+        self.events.append(
+            domain_events.call_leg_state_changed(call, changed, leg.status, when, self._repo._node_id)
+        )
         return changed
 
     async def record_routing_attempt(
@@ -112,33 +172,29 @@ class PgCallRepository(EventedRepository):
         at: dt.datetime | None = None,
     ) -> RoutingAttempt:
         call_rules.check_routing_attempt(step, target, result, sip_status)
-        async with transaction(self._pool, "recording a routing attempt") as conn:
-            call = await self._locked_call(conn, call_id)
-            when = call_rules.check_at("routing attempt", at or self._clock(), call.started_at)
-            if leg_id is not None:
-                leg = await conn.fetchrow(_SQL["get_leg"], leg_id)
-                if leg is None or leg["call_id"] != call_id:
-                    raise NotFoundError(f"leg {leg_id} is not a leg of call {call_id}")
-            try:
-                row = await conn.fetchrow(
-                    _SQL["insert_routing_attempt"], call_id, step, target, result, sip_status, leg_id, when
-                )
-            except asyncpg.UniqueViolationError:
-                raise ConflictError(f"call {call_id} already has step {step} to {target}") from None
-            attempt = RoutingAttempt(**row)
-            await self._emit(conn, domain_events.call_routing_attempted(call, attempt, self._node_id))
+        call = await self._call(call_id)
+        when = call_rules.check_at("routing attempt", at or self._repo._clock(), call.started_at)
+        if leg_id is not None and await self._leg(leg_id, call_id) is None:
+            raise NotFoundError(f"leg {leg_id} is not a leg of call {call_id}")
+        try:
+            row = await self._conn.fetchrow(
+                _SQL["insert_routing_attempt"], call_id, step, target, result, sip_status, leg_id, when
+            )
+        except asyncpg.UniqueViolationError:
+            raise ConflictError(f"call {call_id} already has step {step} to {target}") from None
+        attempt = RoutingAttempt(**row)
+        self.events.append(domain_events.call_routing_attempted(call, attempt, self._repo._node_id))
         return attempt
 
     async def answer_call(
         self, call_id: uuid.UUID, *, leg_id: uuid.UUID, at: dt.datetime | None = None
     ) -> CallSession:
-        async with transaction(self._pool, "answering a call") as conn:
-            call = await self._locked_call(conn, call_id)
-            leg_row = await conn.fetchrow(_SQL["get_leg"], leg_id)
-            call_rules.check_answer(call, CallLeg(**leg_row) if leg_row else None, leg_id)
-            when = call_rules.check_at("answer", at or self._clock(), call.started_at)
-            answered = CallSession(**await conn.fetchrow(_SQL["answer_call"], call_id, when, leg_id))
-            await self._emit(conn, domain_events.call_answered(answered, self._node_id))
+        call = await self._call(call_id)
+        call_rules.check_answer(call, await self._leg(leg_id, call_id), leg_id)
+        when = call_rules.check_at("answer", at or self._repo._clock(), call.started_at)
+        answered = CallSession(**await self._conn.fetchrow(_SQL["answer_call"], call_id, when, leg_id))
+        self._calls[call_id] = answered
+        self.events.append(domain_events.call_answered(answered, self._repo._node_id))
         return answered
 
     async def end_call(
@@ -151,39 +207,107 @@ class PgCallRepository(EventedRepository):
         at: dt.datetime | None = None,
     ) -> CallSession:
         call_rules.check_end(termination_cause, sip_status, ended_by)
-        async with transaction(self._pool, "ending a call") as conn:
-            call = await self._locked_call(conn, call_id)
-            if call.status == "ended":
-                return call
-            when = call_rules.check_at("end", at or self._clock(), call.answered_at or call.started_at)
-            ended = CallSession(
-                **await conn.fetchrow(
-                    _SQL["end_call"], call_id, when, termination_cause, sip_status, ended_by
-                )
+        call = await self._call(call_id)
+        if call.status == "ended":
+            return call
+        when = call_rules.check_at("end", at or self._repo._clock(), call.answered_at or call.started_at)
+        ended = CallSession(
+            **await self._conn.fetchrow(
+                _SQL["end_call"], call_id, when, termination_cause, sip_status, ended_by
             )
-            await self._emit(conn, domain_events.call_ended(ended, self._node_id))
+        )
+        self._calls[call_id] = ended
+        self.events.append(domain_events.call_ended(ended, self._repo._node_id))
         return ended
 
     async def report_quality(self, call_id: uuid.UUID, report: QualityReport) -> None:
-        async with transaction(self._pool, "storing a quality report") as conn:
-            call = await self._locked_call(conn, call_id)
-            leg = await conn.fetchrow(_SQL["get_leg"], report.leg_id)
-            if leg is None or leg["call_id"] != call_id:
-                raise NotFoundError(f"leg {report.leg_id} is not a leg of call {call_id}")
-            when = report.reported_at or self._clock()
-            await conn.execute(
-                _SQL["insert_quality"],
-                call_id,
-                report.leg_id,
-                report.interval_seconds,
-                report.rtt_ms,
-                report.jitter_ms,
-                report.packet_loss_fraction,
-                report.packets_lost,
-                report.mos,
-                when,
+        call = await self._call(call_id)
+        if await self._leg(report.leg_id, call_id) is None:
+            raise NotFoundError(f"leg {report.leg_id} is not a leg of call {call_id}")
+        when = report.reported_at or self._repo._clock()
+        await self._conn.execute(
+            _SQL["insert_quality"],
+            call_id,
+            report.leg_id,
+            report.interval_seconds,
+            report.rtt_ms,
+            report.jitter_ms,
+            report.packet_loss_fraction,
+            report.packets_lost,
+            report.mos,
+            when,
+        )
+        self.events.append(domain_events.call_quality_reported(call, report, when, self._repo._node_id))
+
+
+class PgCallRepository(EventedRepository):
+    """``CallRepository`` on an asyncpg pool of the calls database, writing as ``node_id``."""
+
+    @contextlib.asynccontextmanager
+    async def batch(
+        self, call_id: uuid.UUID | None = None, what: str = "writing a call"
+    ) -> AsyncIterator[CallWriter]:
+        """Several writes (of ``call_id``, when given) in one transaction: all of them commit, with their
+        events in order, or none. A write whose rule fails raises at once and nothing of the batch is kept
+        (the caller may retry the others one by one)."""
+        async with transaction(self._pool, what) as conn:
+            writer = CallWriter(self, conn, call_id)
+            yield writer
+            await self._emit(conn, *writer.events)
+
+    async def start_call(self, call: NewCall) -> CallSession:
+        async with self.batch(call.call_id, "starting a call") as writer:
+            return await writer.start_call(call)
+
+    async def add_leg(self, call_id: uuid.UUID, leg: NewLeg) -> CallLeg:
+        async with self.batch(call_id, "adding a call leg") as writer:
+            return await writer.add_leg(call_id, leg)
+
+    async def change_leg_state(
+        self, leg_id: uuid.UUID, to_state: str, *, reason: str | None = None, at: dt.datetime | None = None
+    ) -> CallLeg:
+        async with self.batch(None, "changing a leg's state") as writer:
+            return await writer.change_leg_state(leg_id, to_state, reason=reason, at=at)
+
+    async def record_routing_attempt(
+        self,
+        call_id: uuid.UUID,
+        *,
+        step: int,
+        target: str,
+        result: str,
+        sip_status: int | None = None,
+        leg_id: uuid.UUID | None = None,
+        at: dt.datetime | None = None,
+    ) -> RoutingAttempt:
+        async with self.batch(call_id, "recording a routing attempt") as writer:
+            return await writer.record_routing_attempt(
+                call_id, step=step, target=target, result=result, sip_status=sip_status, leg_id=leg_id, at=at
             )
-            await self._emit(conn, domain_events.call_quality_reported(call, report, when, self._node_id))
+
+    async def answer_call(
+        self, call_id: uuid.UUID, *, leg_id: uuid.UUID, at: dt.datetime | None = None
+    ) -> CallSession:
+        async with self.batch(call_id, "answering a call") as writer:
+            return await writer.answer_call(call_id, leg_id=leg_id, at=at)
+
+    async def end_call(
+        self,
+        call_id: uuid.UUID,
+        *,
+        termination_cause: str,
+        sip_status: int | None = None,
+        ended_by: str | None = None,
+        at: dt.datetime | None = None,
+    ) -> CallSession:
+        async with self.batch(call_id, "ending a call") as writer:
+            return await writer.end_call(
+                call_id, termination_cause=termination_cause, sip_status=sip_status, ended_by=ended_by, at=at
+            )
+
+    async def report_quality(self, call_id: uuid.UUID, report: QualityReport) -> None:
+        async with self.batch(call_id, "storing a quality report") as writer:
+            await writer.report_quality(call_id, report)
 
     async def get_call(self, call_id: uuid.UUID) -> CallSession | None:
         row = await self._pool.fetchrow(_SQL["get_call"], call_id)

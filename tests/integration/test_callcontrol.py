@@ -20,6 +20,7 @@ from signaling.callcontrol.config import CallControlConfig
 from signaling.callcontrol.fakes import RecordingMediaControl
 from signaling.callcontrol.router import CallRouter
 from signaling.callcontrol.service import CallControlService
+from signaling.flood import FloodConfig, FloodGuard
 from signaling.sdp import OfferStream, Origin, SessionDescription, create_answer, create_offer
 from signaling.sip.dialog import LocalAddress
 from signaling.sip.digest import Challenge, DigestAuthenticator, build_authorization, ha1
@@ -78,6 +79,7 @@ class Phone:
         self.answer_with: list[int] = []  # statuses a callee sends to a new INVITE
         self.changed = asyncio.Event()
         self.server: tuple[str, int] = ("127.0.0.1", 0)
+        self.password = PASSWORDS.get(name, "")
         self.media_port = 40000 if name == "alice" else 42000
 
     async def start(self) -> None:
@@ -161,7 +163,7 @@ class Phone:
             method="INVITE",
             uri=uri,
             cnonce="c0ffee",
-            password=PASSWORDS[self.name],
+            password=self.password,
         )
         callee = uri.split(":", 1)[1].split("@", 1)[0]
         self.call(callee, [("Proxy-Authorization", credentials.header_value())], cseq=2)
@@ -209,6 +211,7 @@ class Server:
         )
         self.calls, self.cdrs, self.location = calls, cdrs, location
         self.service: CallControlService | None = None
+        self.flood = FloodGuard(FloodConfig(max_auth_failures_per_user=2))
 
     async def start(self) -> None:
         await self.hub.start("127.0.0.1", 0, None)
@@ -226,6 +229,7 @@ class Server:
             env=env,
             authenticator=DigestAuthenticator(REALM, b"0123456789abcdef0123"),
             credentials=lookup,
+            flood=self.flood,
         )
         self.service.install(self.router)
         await self.service.start()
@@ -388,3 +392,26 @@ async def test_cancel_while_ringing(
     assert attempt["result"] == "cancelled"
     (cdr,) = await rows(cdr_pool, "SELECT * FROM cdr_records")
     assert cdr["answered_at"] is None and cdr["termination_cause"] == "cancelled"
+
+
+async def test_failed_invite_auth_is_reported_to_the_flood_guard_and_blocks_the_user(
+    network: tuple[Server, Phone, Phone],
+) -> None:
+    server, alice, _bob = network
+    assert server.service is not None
+    alice.password = "not-her-password"  # every retry is answered 407 again, until the guard blocks her
+    alice.call("bob")
+    await alice.wait_for(lambda: any(isinstance(e, Terminated) for e in alice.events), within=10)
+    ended = [e for e in alice.events if isinstance(e, Terminated)]
+    assert ended[-1].status_code == 403, alice.events
+    assert server.flood.stats.auth_failures == 3  # the third failure went over the limit of 2
+    assert server.flood.stats.auth_bans >= 1
+    assert server.service.stats.auth_blocked == 1
+
+    alice.password = PASSWORDS["alice"]  # the right password no longer helps while she is blocked
+    alice.events.clear()
+    alice.call("bob")
+    await alice.wait_for(lambda: any(isinstance(e, Terminated) for e in alice.events), within=10)
+    assert [e for e in alice.events if isinstance(e, Terminated)][-1].status_code == 403
+    assert server.service.stats.auth_blocked == 2
+    assert server.service.stats.calls_started == 0

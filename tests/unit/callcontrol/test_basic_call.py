@@ -96,3 +96,17 @@ def test_bye_from_callee_hangs_up_caller() -> None:
     assert row.ended_by == "callee" and row.termination_cause == "normal_clearing"
     assert [leg.status for leg in board.legs()] == ["terminated", "terminated"]
     assert board.call.finished
+
+
+def test_a_callee_leg_over_a_websocket_flow_carries_a_ws_via() -> None:
+    """WS rides on the HTTP listener, so there is no "ws" local address: the Via must still say WS."""
+    from signaling.callcontrol.call import CallEnvironment
+    from signaling.callcontrol.config import CallControlConfig
+    from signaling.sip.dialog import LocalAddress
+
+    env = CallEnvironment(CallControlConfig(), {"udp": LocalAddress("UDP", "192.0.2.9", 5060)})
+    assert env.local_address("udp") == LocalAddress("UDP", "192.0.2.9", 5060)
+    ws = env.local_address("ws")
+    assert ws.transport == "WS" and ws.via("z9hG4bKx").startswith("SIP/2.0/WS 192.0.2.9:5060;")
+    assert env.local_address("TCP").transport == "TCP"
+    assert env.contact(ws).endswith(";transport=ws>")
