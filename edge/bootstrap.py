@@ -108,7 +108,12 @@ class EdgeNode:
             "version": package_version(),
             "started_at": self.started_at,
             "endpoints": self.endpoints(),
+            "trunk_registrations": self.trunk_registrations(),
         }
+
+    def trunk_registrations(self) -> list[dict[str, object]]:
+        registrations = getattr(self._sip, "trunk_registrations", None)
+        return registrations.snapshot() if registrations is not None else []
 
     async def _start_http(self) -> None:
         app = create_app(

@@ -122,6 +122,8 @@ async def _accounts_in(settings: Settings, args: argparse.Namespace, open_accoun
 
 
 async def _registrations(settings: Settings, args: argparse.Namespace) -> int:
+    if args.trunks:
+        return await _trunk_registrations(settings)
     import time
 
     import redis.asyncio as aioredis
@@ -147,6 +149,31 @@ async def _registrations(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"{aor}\t{binding.contact_uri}\texpires in {remaining}s\tfrom {via}\t{agent}")
     finally:
         await client.aclose()
+    return EXIT_OK
+
+
+async def _trunk_registrations(settings: Settings) -> int:
+    """Our own registrations at trunks live in the running node, not in Redis: ask its control API."""
+    import aiohttp
+
+    from edge.trunk_registration import trunk_registration_lines
+
+    host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::", "") else settings.http_host
+    url = f"http://{host}:{settings.http_port}/api/v1/node"
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
+            session.get(url) as response,
+        ):
+            if response.status != 200:
+                raise CommandError(f"{url} answered {response.status}")
+            info = await response.json()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise CommandError(
+            f"cannot reach the node at {url}: {exc or type(exc).__name__} — is it running?"
+        ) from None
+    for line in trunk_registration_lines(info.get("trunk_registrations", [])):
+        print(line)
     return EXIT_OK
 
 
@@ -255,6 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     registrations.add_argument(
         "--limit", type=int, default=1000, help="at most this many AORs (default 1000)"
+    )
+    registrations.add_argument(
+        "--trunks",
+        action="store_true",
+        help="list this node's own registrations at trunks instead (asks the running node's API)",
     )
     registrations.set_defaults(handler=_async(_registrations))
 
