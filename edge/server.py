@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import resource
 import signal
 
 from edge.bootstrap import EdgeNode
@@ -13,7 +14,22 @@ from edge.settings import Settings
 log = get_logger("uc_edge.server")
 
 
+def raise_open_file_limit() -> int:
+    """Lift the soft RLIMIT_NOFILE to the hard limit: every relayed call holds four UDP sockets and every
+    TCP/TLS/WebSocket client one more, so the usual soft limit of 1024 caps a node near 250 calls."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("open file limit unchanged", soft=soft, hard=hard, error=str(exc))
+            return soft
+        return hard
+    return soft
+
+
 async def serve(settings: Settings) -> int:
+    open_files = raise_open_file_limit()
     node = EdgeNode(settings)
     # Full garbage collections over a few hundred thousand live objects stall the loop for hundreds of
     # milliseconds (SIPp then retransmits in storms): collect young objects less often, and move what
@@ -36,7 +52,7 @@ async def serve(settings: Settings) -> int:
         return 1
     for line in node.endpoint_lines():
         print(line, flush=True)
-    log.info("node started", node_id=settings.node_id, endpoints=node.endpoints())
+    log.info("node started", node_id=settings.node_id, endpoints=node.endpoints(), open_files=open_files)
     await stop.wait()
     log.info("node stopping", node_id=settings.node_id)
     await node.stop()

@@ -19,6 +19,7 @@ from prometheus_client import REGISTRY
 from edge.logs import get_logger
 from edge.metrics import SIP_METRICS, StatsCollector
 from edge.settings import Settings
+from edge.trunk_registration import TrunkRegistrations
 from media.control import MediaControl
 from signaling.callcontrol.call import CallEnvironment
 from signaling.callcontrol.config import CallControlConfig, parse_trunks
@@ -137,6 +138,7 @@ class SipNode:
         self.media = media
         self.call_control_config = call_control or call_control_config(settings)
         self.call_control: CallControlService | None = None
+        self.trunk_registrations: TrunkRegistrations | None = None
         self._owned_media: Any = None
         self._calls_pool: Any = None
         self._cdr_pool: Any = None
@@ -253,8 +255,10 @@ class SipNode:
                 bind_address=s.sip_host,
                 advertised_address=s.advertised_address,
                 media_timeout=s.media_timeout_seconds,
+                rtp_socket_pool=s.rtp_socket_pool,
                 registry=REGISTRY,
             )
+            await self._owned_media.start()
             self.media = self._owned_media
         self._calls_pool = await create_pool(s.database_dsn(s.db_calls), min_size=0, max_size=s.db_pool_max)
         self._cdr_pool = await create_pool(s.database_dsn(s.db_cdr), min_size=0, max_size=s.db_pool_max)
@@ -277,11 +281,19 @@ class SipNode:
             env=env,
             authenticator=self.authenticator,
             credentials=credentials.lookup,
+            flood=self.flood,
         )
         self.call_control.install(self.router)
         await self.call_control.start()
+        # Outbound registration to trunks that ask for it: our Contact is the hub's listening address,
+        # so this comes after the transports are up.
+        self.trunk_registrations = TrunkRegistrations(self.hub, config.trunks, registry=REGISTRY)
+        await self.trunk_registrations.start()
 
     async def stop(self) -> None:
+        # Unregister from trunks first, while the transports can still carry the REGISTER (Expires: 0).
+        if self.trunk_registrations is not None:
+            await self.trunk_registrations.stop()
         if self.call_control is not None:
             await self.call_control.stop()
         await self.hub.stop()
