@@ -135,6 +135,49 @@ def run_bounded(
     return subprocess.CompletedProcess(list(command), process.returncode, stdout, stderr)
 
 
+def run_sipp_uac(
+    server: Server,
+    scenario: Path,
+    csv: Path,
+    workdir: Path,
+    *,
+    calls: int,
+    rate: int = 10,
+    limit: int = 20,
+    sipp_timeout: int = 30,
+    extra: Sequence[str] = (),
+) -> subprocess.CompletedProcess[str]:
+    """SIPp as a client of ``server`` on UDP, one scenario over an injection file, bounded in time.
+    ``limit`` caps the calls open at once; ``extra`` adds options (``-trace_msg``, ``-error_file`` ...)."""
+    return run_bounded(
+        [
+            require_binary("sipp"),
+            "-sf",
+            str(scenario),
+            "-inf",
+            str(csv),
+            f"127.0.0.1:{server.sip_port}",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(free_port()),
+            "-m",
+            str(calls),
+            "-r",
+            str(rate),
+            "-l",
+            str(limit),
+            "-nostdin",
+            "-timeout",
+            str(sipp_timeout),
+            "-trace_err",
+            *extra,
+        ],
+        timeout=sipp_timeout + 30,
+        cwd=workdir,
+    )
+
+
 @dataclass
 class Server:
     process: subprocess.Popen[str]

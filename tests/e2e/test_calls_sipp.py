@@ -29,7 +29,7 @@ from tests.e2e.conftest import (
     free_port,
     kill_group,
     require_binary,
-    run_bounded,
+    run_sipp_uac,
 )
 
 pytestmark = pytest.mark.e2e
@@ -68,31 +68,8 @@ def run_calls(sipp: str, server: Server, csv: Path, uas_port: int, workdir: Path
         start_new_session=True,
     )
     try:
-        result = run_bounded(
-            [
-                sipp,
-                "-sf",
-                str(UAC_SCENARIO),
-                "-inf",
-                str(csv),
-                f"127.0.0.1:{server.sip_port}",
-                "-i",
-                "127.0.0.1",
-                "-p",
-                str(free_port()),
-                "-m",
-                str(CALLS),
-                "-r",
-                "10",
-                "-l",
-                "20",
-                "-nostdin",
-                "-timeout",
-                "60",
-                "-trace_err",
-            ],
-            timeout=90,
-            cwd=workdir,
+        result = run_sipp_uac(
+            server, UAC_SCENARIO, csv, workdir, calls=CALLS, rate=10, limit=20, sipp_timeout=60
         )
     finally:
         kill_group(uas, grace=2)

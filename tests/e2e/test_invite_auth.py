@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import DATA, DOMAIN, Server, SipUsers, free_port, require_binary, run_bounded
+from tests.e2e.conftest import DATA, DOMAIN, Server, SipUsers, run_sipp_uac
 
 pytestmark = pytest.mark.e2e
 
@@ -25,34 +25,11 @@ SECRET = "the-real-secret"
 
 def guess_with_sipp(server: Server, csv: Path, workdir: Path) -> tuple[int, str, str]:
     """Run the guesses; SIPp's exit code, its output and its message trace."""
-    result = run_bounded(
-        [
-            require_binary("sipp"),
-            "-sf",
-            str(DATA / "invite_wrong_password.xml"),
-            "-inf",
-            str(csv),
-            f"127.0.0.1:{server.sip_port}",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            str(free_port()),
-            "-m",
-            str(GUESSES),
-            "-r",
-            "20",
-            "-l",
-            "1",  # one guess at a time, so the order of 407s and 403s is the order of the guesses
-            "-nostdin",
-            "-timeout",
-            "30",
-            "-trace_msg",
-            "-trace_err",
-        ],
-        timeout=60,
-        cwd=workdir,
+    # One guess at a time, so the order of 407s and 403s is the order of the guesses.
+    scenario = DATA / "invite_wrong_password.xml"
+    result = run_sipp_uac(
+        server, scenario, csv, workdir, calls=GUESSES, rate=20, limit=1, extra=["-trace_msg"]
     )
-
     (messages,) = workdir.glob("*_messages.log")
     log = messages.read_text(errors="replace")
     return result.returncode, result.stdout, log

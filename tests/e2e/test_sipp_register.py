@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import DATA, DOMAIN, ROOT, Server, SipUsers, free_port, require_binary, run_bounded
+from tests.e2e.conftest import DATA, DOMAIN, ROOT, Server, SipUsers, run_sipp_uac
 
 pytestmark = pytest.mark.e2e
 
@@ -26,35 +26,9 @@ def users_csv(path: Path, users: list[str], password: str) -> Path:
 
 
 def sipp(server: Server, scenario: Path, csv: Path, calls: int, workdir: Path) -> tuple[int, str]:
-    binary = require_binary("sipp")
     errors = workdir / "errors.log"
-    result = run_bounded(
-        [
-            binary,
-            "-sf",
-            str(scenario),
-            "-inf",
-            str(csv),
-            f"127.0.0.1:{server.sip_port}",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            str(free_port()),
-            "-m",
-            str(calls),
-            "-r",
-            "100",
-            "-l",
-            "50",
-            "-nostdin",
-            "-timeout",
-            "30",
-            "-trace_err",
-            "-error_file",
-            str(errors),
-        ],
-        timeout=60,
-        cwd=workdir,
+    result = run_sipp_uac(
+        server, scenario, csv, workdir, calls=calls, rate=100, limit=50, extra=["-error_file", str(errors)]
     )
     detail = result.stdout[-3000:] + result.stderr[-2000:]
     if errors.exists():

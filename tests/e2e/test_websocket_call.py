@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from signaling.sip.digest import Challenge, build_authorization
-from tests.e2e.conftest import DOMAIN, ROOT, Server, SipUsers, free_port, require_binary, run_bounded
+from tests.e2e.conftest import DOMAIN, ROOT, Server, SipUsers, run_sipp_uac
 from tests.e2e.test_websocket_register import WS_HOST, SipOverWebSocket, parse_response
 
 pytestmark = pytest.mark.e2e
@@ -52,28 +52,7 @@ def answer(headers: dict[str, list[str]], status: str, to_tag: str, extra: list[
 
 
 def call_with_sipp(server: Server, csv: Path, workdir: Path) -> tuple[int, str]:
-    result = run_bounded(
-        [
-            require_binary("sipp"),
-            "-sf",
-            str(UAC_SCENARIO),
-            "-inf",
-            str(csv),
-            f"127.0.0.1:{server.sip_port}",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            str(free_port()),
-            "-m",
-            "1",
-            "-nostdin",
-            "-timeout",
-            "30",
-            "-trace_err",
-        ],
-        timeout=45,
-        cwd=workdir,
-    )
+    result = run_sipp_uac(server, UAC_SCENARIO, csv, workdir, calls=1)
     errors = "".join(p.read_text(errors="replace")[-3000:] for p in workdir.glob("*errors.log"))
     return result.returncode, result.stdout[-2000:] + errors
 
