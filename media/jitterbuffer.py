@@ -5,11 +5,23 @@ The offset aims at ``base_transit + target``, where ``base_transit`` is the smal
 ``arrival - ts / clock_rate`` over a sliding window (it follows path and clock drift) and ``target`` is a
 high quantile of how much later than that packets arrive, clamped to ``[min_delay, max_delay]``. The
 offset grows at once (late packets are lost audio) and shrinks by a quarter frame per re-estimate
-(every 16 packets), so playout never jumps ahead and skips slots.
+(every 16 packets), so playout never jumps ahead and skips slots. With ``fec_reserve`` (for a decoder
+with in-band FEC) the target is one frame longer while the stream is losing packets (a loss within the
+last ``window`` packets): the packet after a lost one then usually arrives before the lost slot is due,
+and its FEC replaces PLC, for 20 ms more latency only on lossy paths.
 
 ``get(now)`` is called by the decoder's clock (every frame): it returns the next ``Frame`` when due, a
 ``Conceal`` marker when a slot is due and its packet is missing (the decoder runs PLC), or None when
-nothing is due (before start, during a silence period/DTX after a few concealed frames).
+nothing is due (before start, during a silence period/DTX after a few concealed frames). When the packet
+right after the missing one is already buffered, ``Conceal.next_packet`` carries it: a codec with in-band
+FEC (Opus LBRR) rebuilds the lost frame from it instead of extrapolating; it still comes out as a
+``Frame`` in its own turn.
+
+A slot is due when ``now`` reaches its deadline within ``DUE_TOLERANCE``: deadlines are sums of
+timestamps/clock rate and a measured offset, so a clock whose ticks coincide with them (a 20 ms clock
+started at the first arrival, a fake clock) would otherwise see them a rounding error early or late —
+one frame on time, the next a tick later and then two at once, and a packet arriving within the tick
+after its deadline played or concealed by chance.
 
 Memory is bounded: only sequence numbers in ``[next, next + capacity)`` are stored; anything else is
 late (dropped, counted) or a jump that must be confirmed by a following packet before the buffer resyncs.
@@ -23,6 +35,9 @@ from dataclasses import dataclass
 
 from media.rtp import RtpPacket, seq_diff, ts_diff
 
+DUE_TOLERANCE = 1e-6
+"""Seconds: far below one sample at 48 kHz (20.8 µs), far above float rounding of the deadlines."""
+
 
 @dataclass(frozen=True, slots=True)
 class Frame:
@@ -32,10 +47,16 @@ class Frame:
 
 @dataclass(frozen=True, slots=True)
 class Conceal:
-    """A slot with no packet: the decoder should synthesise ``samples`` samples (PLC)."""
+    """A slot with no packet: the decoder should synthesise ``samples`` samples (PLC).
+
+    ``next_packet``: the packet that follows the gap directly (next sequence number, timestamp right
+    after this slot), when it is already buffered — its in-band FEC, if the codec has any, describes
+    exactly this slot. It stays buffered and is returned as a ``Frame`` next.
+    """
 
     timestamp: int
     samples: int
+    next_packet: RtpPacket | None = None
 
 
 class PutResult(enum.Enum):
@@ -54,8 +75,10 @@ class JitterBuffer:
         "_capacity",
         "_clock_rate",
         "_conceal_run",
+        "_fec_reserve",
         "_frame_samples",
         "_initial_delay",
+        "_last_loss",
         "_last_put",
         "_max_conceal_frames",
         "_max_delay",
@@ -71,6 +94,7 @@ class JitterBuffer:
         "_started",
         "_timestamp_reference",
         "_transits",
+        "_window",
         "concealed",
         "duplicates",
         "held",
@@ -80,6 +104,7 @@ class JitterBuffer:
         "received",
         "resyncs",
         "skipped",
+        "with_next",
     )
 
     def __init__(
@@ -95,6 +120,7 @@ class JitterBuffer:
         quantile: float = 0.99,
         window: int = 250,
         resync_threshold: float = 3.0,
+        fec_reserve: bool = False,
     ) -> None:
         if clock_rate <= 0:
             raise ValueError("clock rate must be positive")
@@ -112,6 +138,9 @@ class JitterBuffer:
         self._quantile = quantile
         self._resync_threshold = resync_threshold
         self._transits: deque[float] = deque(maxlen=window)
+        self._window = window
+        self._fec_reserve = fec_reserve
+        self._last_loss: int | None = None  # ``received`` when a packet was last found missing
         self._packets: dict[int, tuple[RtpPacket, int]] = {}
         self._candidate: RtpPacket | None = None
         self.received = 0
@@ -124,6 +153,8 @@ class JitterBuffer:
         self.held = 0
         self.skipped = 0
         """Missing packets dropped without concealment because playout was behind (latency catch-up)."""
+        self.with_next = 0
+        """Concealed slots handed out with the packet after them (``Conceal.next_packet``) for FEC."""
         self._reset()
 
     def _reset(self) -> None:
@@ -250,6 +281,12 @@ class JitterBuffer:
         ordered = sorted(self._transits)
         base = ordered[0]
         spread = ordered[min(len(ordered) - 1, int(self._quantile * len(ordered)))] - base
+        if (
+            self._fec_reserve
+            and self._last_loss is not None
+            and self.received - self._last_loss <= self._window
+        ):
+            spread += self._frame_samples / self._clock_rate
         self._base_transit = base
         wanted = base + min(max(spread, self._min_delay), self._max_delay)
         if wanted >= self._playout_offset:
@@ -265,13 +302,16 @@ class JitterBuffer:
     def _deadline(self, extended_timestamp: int) -> float:
         return extended_timestamp / self._clock_rate + self._playout_offset
 
+    def _is_due(self, now: float, extended_timestamp: int) -> bool:
+        return now >= self._deadline(extended_timestamp) - DUE_TOLERANCE
+
     def get(self, now: float) -> Frame | Conceal | None:
         packets = self._packets
         if not self._started:
             if not packets:
                 return None
             self._next_sequence = min(packets)
-            if now < self._deadline(packets[self._next_sequence][1]):
+            if not self._is_due(now, packets[self._next_sequence][1]):
                 return None
             self._started = True
             return self._play(now)
@@ -284,13 +324,13 @@ class JitterBuffer:
                     self._next_sequence += 1
                     self.late += 1
                     continue
-                if now - self._deadline(entry[1]) > self._max_delay:
+                if now - self._deadline(entry[1]) > self._max_delay + DUE_TOLERANCE:
                     # Far behind (after an outage): playing stale audio would only add latency.
                     del packets[self._next_sequence]
                     self._next_sequence += 1
                     self.late += 1
                     continue
-                if now < self._deadline(entry[1]):
+                if not self._is_due(now, entry[1]):
                     return None
                 return self._play(now)
             if packets:
@@ -298,21 +338,24 @@ class JitterBuffer:
                 lowest_timestamp = packets[lowest][1]
                 if (
                     lowest_timestamp <= self._play_timestamp
-                    or now - self._deadline(lowest_timestamp) > self._frame_samples / self._clock_rate
+                    or now - self._deadline(lowest_timestamp)
+                    > self._frame_samples / self._clock_rate + DUE_TOLERANCE
                 ):
                     # The missing packets' slots were already concealed, or the next packet we hold is
                     # overdue: count the gap as lost and move on to it.
                     if lowest_timestamp > self._play_timestamp:
                         self.skipped += lowest - self._next_sequence
                     self.lost += lowest - self._next_sequence
+                    self._last_loss = self.received
                     self._next_sequence = lowest
                     continue
-                if now < self._deadline(self._play_timestamp):
+                if not self._is_due(now, self._play_timestamp):
                     return None
                 self.lost += 1
+                self._last_loss = self.received
                 self._next_sequence += 1
-                return self._conceal()
-            if self._conceal_run < self._max_conceal_frames and now >= self._deadline(self._play_timestamp):
+                return self._conceal(self._following(self._next_sequence))
+            if self._conceal_run < self._max_conceal_frames and self._is_due(now, self._play_timestamp):
                 # Nothing buffered: loss or silence, we cannot tell yet. Keep the sequence where it is so a
                 # talkspurt resuming after DTX still plays; conceal a few frames, then go quiet.
                 return self._conceal()
@@ -327,12 +370,22 @@ class JitterBuffer:
         self.played += 1
         return Frame(packet, extended_sequence)
 
-    def _conceal(self) -> Conceal:
+    def _following(self, extended_sequence: int) -> RtpPacket | None:
+        """The buffered packet ``extended_sequence`` if it starts right after the slot about to be
+        concealed (so its FEC covers that slot; not after a timestamp jump such as DTX)."""
+        entry = self._packets.get(extended_sequence)
+        if entry is None or entry[1] != self._play_timestamp + self._frame_samples:
+            return None
+        return entry[0]
+
+    def _conceal(self, next_packet: RtpPacket | None = None) -> Conceal:
         timestamp = self._play_timestamp
         self._play_timestamp += self._frame_samples
         self._conceal_run += 1
         self.concealed += 1
-        return Conceal(timestamp & 0xFFFFFFFF, self._frame_samples)
+        if next_packet is not None:
+            self.with_next += 1
+        return Conceal(timestamp & 0xFFFFFFFF, self._frame_samples, next_packet)
 
     def get_timer(self) -> float | None:
         """When ``get`` may next return something (for an event-driven decoder); None if never."""

@@ -95,7 +95,7 @@ class Playback:
         on_finished: Callable[[Playback], None],
     ) -> None:
         try:
-            self._encoder = create_encoder(send_format.encoding)
+            self._encoder = create_encoder(send_format.encoding, fmtp=send_format.fmtp)
         except (CodecError, ValueError) as exc:
             raise MediaError(f"cannot play on {send_format.encoding}: {exc}") from None
         self.playback_id = playback_id

@@ -2,8 +2,11 @@
 
 One :class:`TranscodeDirection` per direction: the source endpoint's RTP goes into a jitter buffer
 (``media.jitterbuffer``); every 20 ms tick takes what is due — a payload, or a gap to conceal — and the
-codec chain turns it into frames for the target: decode (the codec's PLC for a gap) → resample →
-re-frame to the target's 20 ms → encode → send through the target's local source. Telephone-events do
+codec chain turns it into frames for the target: decode (for a gap: the codec's in-band FEC from the
+packet after it when the jitter buffer already holds that one — Opus LBRR, for which the buffer keeps one
+frame more while the source is losing packets — else its PLC) → resample →
+re-frame to the target's 20 ms → encode → send through the target's local source. The target's encoder
+follows the target's fmtp (Opus: FEC when it declared ``useinbandfec=1``). Telephone-events do
 not enter the chain: the source endpoint reports the digit and the plane regenerates it on the target
 (``OutgoingStream.send_dtmf``).
 
@@ -45,7 +48,7 @@ from media.rtp import RtpPacket
 
 log = logging.getLogger(__name__)
 
-WorkItem = bytes | int  # a payload to decode, or a number of samples (source clock) to conceal
+WorkItem = bytes | Conceal  # a payload to decode, or a gap (source clock) to conceal, maybe by FEC
 MAX_FRAMES_PER_TICK = 4  # after a stall, catch up a little; the jitter buffer drops what is older
 
 
@@ -64,14 +67,16 @@ class TranscodeDirection:
         self.source_format = source_format
         self.target_format = target_format
         ptime = source.params.ptime_ms if source.params is not None else 20
-        self.jitter_buffer = JitterBuffer(source_format.clock_rate, frame_duration=ptime / 1000.0)
         try:
             self._decoder = create_decoder(source_format.encoding)
-            self._encoder = create_encoder(target_format.encoding)
+            self._encoder = create_encoder(target_format.encoding, fmtp=target_format.fmtp)
         except (CodecError, ValueError) as exc:
             raise ValueError(
                 f"cannot transcode {source_format.encoding} → {target_format.encoding}: {exc}"
             ) from exc
+        self.jitter_buffer = JitterBuffer(
+            source_format.clock_rate, frame_duration=ptime / 1000.0, fec_reserve=self._decoder.supports_fec
+        )
         self._resampler = Resampler(self._decoder.sample_rate, self._encoder.sample_rate)
         self._pending: Pcm = np.zeros(0, dtype=np.int16)
         self._frame_samples = self._encoder.samples_per_frame
@@ -79,6 +84,8 @@ class TranscodeDirection:
         self.malformed = 0
         self.decode_errors = 0
         self.frames_out = 0
+        self.concealed_with_fec = 0
+        """Gaps rebuilt from the in-band FEC of the packet after them (the others got the codec's PLC)."""
 
     # -- loop thread ------------------------------------------------------------------------------------
 
@@ -110,7 +117,7 @@ class TranscodeDirection:
             item = buffer.get(now)
             if item is None:
                 break
-            items.append(item.samples if isinstance(item, Conceal) else item.packet.payload)
+            items.append(item if isinstance(item, Conceal) else item.packet.payload)
         return items
 
     def deliver(self, payloads: list[bytes], now: float) -> None:
@@ -130,11 +137,7 @@ class TranscodeDirection:
         chunks: list[Pcm] = [self._pending] if self._pending.shape[0] else []
         for item in items:
             try:
-                if isinstance(item, int):
-                    samples = item * decoder.sample_rate // self.source_format.clock_rate
-                    pcm = decoder.conceal(max(1, samples))
-                else:
-                    pcm = decoder.decode(item)
+                pcm = self._conceal(item) if isinstance(item, Conceal) else decoder.decode(item)
             except CodecError:
                 self.decode_errors += 1
                 pcm = decoder.conceal()
@@ -151,6 +154,20 @@ class TranscodeDirection:
         self._pending = pending[start:].copy()
         self.frames_out += len(payloads)
         return payloads
+
+    def _conceal(self, gap: Conceal) -> Pcm:
+        decoder = self._decoder
+        samples = max(1, gap.samples * decoder.sample_rate // self.source_format.clock_rate)
+        following = gap.next_packet
+        if following is not None and decoder.has_fec(following.payload):
+            try:
+                pcm = decoder.conceal_with_next(following.payload, samples)
+            except CodecError:
+                pass  # a bad next packet is counted when it is decoded in its own turn
+            else:
+                self.concealed_with_fec += 1
+                return pcm
+        return decoder.conceal(samples)
 
     @property
     def jitter_buffer_delay(self) -> float:

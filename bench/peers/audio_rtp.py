@@ -4,8 +4,10 @@ receiver that plays out what arrives through the media plane's jitter buffer and
 Receiver model: the socket only records ``(arrival time, datagram)``. Playout is :func:`play_out`, pure:
 an ideal 20 ms clock starting at the first arrival hands the jitter buffer every packet that arrived by
 each tick, then takes what is due, as the media plane's own decoding path does (``media.transcode``:
-up to four items per tick); a frame is decoded, a gap (``Conceal``) filled by the codec's PLC, and the
-audio is concatenated — the playout delay shows as a constant offset, removed before scoring. The result
+up to four items per tick, and one frame more buffer while packets are being lost when the decoder has
+in-band FEC); a frame is decoded, a gap (``Conceal``) filled by the codec's in-band FEC from the packet
+after it when the jitter buffer already holds that one (Opus), else by its PLC, and the audio is
+concatenated — the playout delay shows as a constant offset, removed before scoring. The result
 depends only on the arrival times the network (and the media plane) produced, not on the bench
 process's own scheduling jitter.
 """
@@ -123,6 +125,7 @@ class PlayoutStats:
     foreign: int = 0
     played: int = 0
     concealed: int = 0
+    concealed_with_fec: int = 0  # of those, rebuilt from the next packet's in-band FEC (Opus)
     catch_up_ticks: int = 0  # ticks that played more than one frame (playout fell behind)
     late: int = 0
     lost: int = 0
@@ -158,7 +161,7 @@ def play_out(
     stats = PlayoutStats()
     decoder = create_decoder(encoding)
     clock_rate = decoder.clock_rate
-    buffer = JitterBuffer(clock_rate, frame_duration=FRAME_SECONDS)
+    buffer = JitterBuffer(clock_rate, frame_duration=FRAME_SECONDS, fec_reserve=decoder.supports_fec)
     ordered = sorted(arrivals, key=lambda item: item[0])
     accepted: list[bytes] = []
     if not ordered:
@@ -196,7 +199,12 @@ def play_out(
                 out.append(decoder.decode(item.packet.payload))
                 stats.played += 1
             else:
-                out.append(decoder.conceal(item.samples * decoder.sample_rate // clock_rate))
+                samples = item.samples * decoder.sample_rate // clock_rate
+                if item.next_packet is not None and decoder.has_fec(item.next_packet.payload):
+                    out.append(decoder.conceal_with_next(item.next_packet.payload, samples))
+                    stats.concealed_with_fec += 1
+                else:
+                    out.append(decoder.conceal(samples))
                 stats.concealed += 1
         if tick % 50 == 0:
             stats.target_delay_ms.append(buffer.target_delay * 1000)

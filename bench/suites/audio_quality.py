@@ -38,6 +38,7 @@ from bench.peers.audio_rtp import RtpStream, open_socket, packetize, play_out, s
 from bench.peers.impairment import Impairment, ImpairmentProxy
 from media.codecs import create_encoder
 from media.codecs.base import Pcm
+from media.codecs.opus import DEFAULT_EXPECTED_LOSS_PERCENT
 from media.control import LocalMedia, PayloadFormat, StreamParams
 from media.plane import MediaPlane
 
@@ -157,6 +158,7 @@ async def run_network_scenario(
         "packets": stats.packets,
         "played": stats.played,
         "concealed": stats.concealed,
+        "concealed_with_fec": stats.concealed_with_fec,
         "catch_up_ticks": stats.catch_up_ticks,
         "late": stats.late,
         "lost": stats.lost,
@@ -323,8 +325,10 @@ async def run(ctx: SuiteContext) -> SuiteResult:
     )
     result.notes.append(
         "receiver: the media plane's JitterBuffer (defaults) + the codec's decoder/PLC, played out on an "
-        "ideal 20 ms audio clock from the recorded arrival times; Opus: 32 kbit/s, FEC on, complexity 10; "
-        "the transcoding path conceals losses with the server's jitter buffer + Opus PLC"
+        "ideal 20 ms audio clock from the recorded arrival times; Opus: 32 kbit/s, FEC on (expected loss "
+        f"{DEFAULT_EXPECTED_LOSS_PERCENT} %), complexity 10; a lost Opus frame is rebuilt from the next "
+        "packet's in-band FEC when the jitter buffer already holds that packet, else concealed by Opus PLC "
+        "(the phone's receiver and the server's transcoding path alike)"
     )
     result.notes.append("\n".join(["table:", *lines]))
     return result

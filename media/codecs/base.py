@@ -133,6 +133,11 @@ class Decoder(_CodecBase):
         """Whether :meth:`conceal_with_next` can recover audio from the next packet's redundancy."""
         return False
 
+    def has_fec(self, next_payload: bytes) -> bool:
+        """Whether :meth:`conceal_with_next` would rebuild the lost frame from ``next_payload`` (it
+        carries in-band FEC this decoder can use) rather than fall back to :meth:`conceal`."""
+        return False
+
     def conceal_with_next(self, next_payload: bytes, samples: int | None = None) -> Pcm:
         """Conceal a lost frame when the packet after it is at hand: codecs with in-band FEC (Opus)
         rebuild the lost audio from it; others fall back to :meth:`conceal`. ``next_payload`` must still

@@ -3,13 +3,14 @@ offer/answer can advertise.
 
 ``create_encoder("PCMU")``, ``create_decoder(sdp_codec)`` — an ``signaling.sdp.Codec`` (or anything with
 ``name``, ``clock_rate`` and ``channels``) is checked against what we implement, so ``PCMU/16000`` is
-refused rather than played at the wrong speed.
+refused rather than played at the wrong speed. ``create_encoder(name, fmtp=...)`` applies what the
+receiver's ``a=fmtp`` asks of the encoder (Opus: in-band FEC, bitrate cap); explicit options win.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from media.codecs import g711, opus
@@ -54,6 +55,10 @@ _DECODERS: dict[str, Callable[..., Decoder]] = {
     "pcma": g711.pcma_decoder,
     "opus": opus.create_opus_decoder,
 }
+# Encoder options a receiver's fmtp implies, per codec (G.711 has no parameters).
+_FMTP_ENCODER_OPTIONS: dict[str, Callable[[str], Mapping[str, Any]]] = {
+    "opus": opus.encoder_options_from_fmtp,
+}
 _SPECS: dict[str, CodecSpec] = {spec.key: spec for spec in (opus.OPUS_SPEC, g711.PCMU_SPEC, g711.PCMA_SPEC)}
 
 
@@ -90,10 +95,15 @@ def codec_spec(codec: str | CodecDescription) -> CodecSpec:
     return spec
 
 
-def create_encoder(codec: str | CodecDescription, **options: Any) -> Encoder:
+def create_encoder(codec: str | CodecDescription, *, fmtp: str | None = None, **options: Any) -> Encoder:
     """An encoder for ``codec``; ``options`` go to the codec (``frame_ms``; for Opus also ``backend``,
-    ``bitrate``, ``application``, ``fec``, ``packet_loss_percent``, ``complexity``)."""
+    ``bitrate``, ``application``, ``fec``, ``packet_loss_percent``, ``complexity``). ``fmtp``: the
+    receiver's format parameters (``""`` when its SDP had none), turned into options beneath ``options``;
+    ``None`` keeps the codec's defaults."""
     spec = codec_spec(codec)
+    from_fmtp = _FMTP_ENCODER_OPTIONS.get(spec.key)
+    if fmtp is not None and from_fmtp is not None:
+        options = {**from_fmtp(fmtp), **options}
     encoder: Encoder = _build(_ENCODERS[spec.key], spec, options)
     return encoder
 

@@ -22,6 +22,12 @@ the other backend when one cannot be loaded:
 
 Encoders and decoders are independent streams, so mixing backends on one call is fine.
 
+In-band FEC (LBRR: a coarse copy of the previous frame inside each SILK/hybrid packet) follows what the
+receiver declared (RFC 7587 §6.1): :func:`encoder_options_from_fmtp` turns its ``a=fmtp`` into encoder
+options — FEC on with ``useinbandfec=1`` (absent means 0: the bits would be wasted), at an expected loss
+of :data:`DEFAULT_EXPECTED_LOSS_PERCENT` (libopus codes no LBRR at 0 %), and ``maxaveragebitrate`` as a
+bitrate cap.
+
 Frames are mono int16 at 48 kHz; RTP's Opus clock is always 48 kHz and SDP always says
 ``opus/48000/2`` (RFC 7587), whatever is actually sent.
 """
@@ -31,7 +37,7 @@ from __future__ import annotations
 import ctypes
 from collections.abc import Callable
 from functools import cache
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -46,6 +52,13 @@ BACKENDS = ("pyav", "opuslib")
 # Fastest first, as measured by `python -m bench.cli run codecs` on the dev machine (see module doc).
 PREFERRED_BACKENDS = {"encoder": ("pyav", "opuslib"), "decoder": ("opuslib", "pyav")}
 
+DEFAULT_BITRATE = 32_000
+# Expected loss for the encoder when FEC is on. libopus needs > 0 to code LBRR at all; higher values spend
+# more of the bitrate on it (and favour SILK). Offline on the bench's speech (PyAV's libopus 1.6, 32 kbit/s,
+# PESQ via bench/peers/audio_speech.py): 5 % gives 4.13 clean and 3.90 at 3 % random loss with FEC, 10 %
+# 4.10 and 3.88, 25 % 3.87 and 3.76; at 10 % loss 5 % and 10 % tie (3.30/3.31). (That libopus codes LBRR
+# the same for any 1-5 %.)
+DEFAULT_EXPECTED_LOSS_PERCENT = 5
 MIN_BITRATE = 6_000
 MAX_BITRATE = 510_000
 MAX_PACKET_BYTES = 1_500  # one packet in one datagram; also the encoder's output limit
@@ -56,6 +69,121 @@ def _check_frame_ms(frame_ms: int) -> int:
     if frame_ms not in SUPPORTED_FRAME_MS:
         raise CodecError(f"Opus frame length must be one of {SUPPORTED_FRAME_MS} ms, got {frame_ms!r}")
     return frame_ms
+
+
+class OpusEncoderOptions(TypedDict, total=False):
+    """Keyword options of :func:`create_opus_encoder` that the remote's fmtp decides."""
+
+    fec: bool
+    packet_loss_percent: int
+    bitrate: int
+
+
+def _fmtp_parameters(fmtp: str) -> dict[str, str]:
+    parameters: dict[str, str] = {}
+    for item in fmtp.split(";"):
+        key, separator, value = item.partition("=")
+        if separator:
+            parameters[key.strip().lower()] = value.strip()
+    return parameters
+
+
+def encoder_options_from_fmtp(fmtp: str, *, bitrate: int = DEFAULT_BITRATE) -> OpusEncoderOptions:
+    """What the receiver's ``a=fmtp`` for Opus (RFC 7587 §6.1) asks of our encoder: in-band FEC only with
+    ``useinbandfec=1`` (then at :data:`DEFAULT_EXPECTED_LOSS_PERCENT` expected loss), and ``bitrate``
+    capped by ``maxaveragebitrate``. Unusable values are ignored (the parameters are preferences)."""
+    parameters = _fmtp_parameters(fmtp)
+    fec = parameters.get("useinbandfec") == "1"
+    options: OpusEncoderOptions = {
+        "fec": fec,
+        "packet_loss_percent": DEFAULT_EXPECTED_LOSS_PERCENT if fec else 0,
+    }
+    cap = parameters.get("maxaveragebitrate", "")
+    if cap.isdigit() and MIN_BITRATE <= int(cap) < bitrate:
+        options["bitrate"] = int(cap)
+    return options
+
+
+def _first_frame(packet: bytes) -> tuple[int, int] | None:
+    """Offset and length of the first Opus frame of ``packet`` (RFC 6716 §3.2 framing), None when the
+    packet is malformed."""
+    size = len(packet)
+    if size < 1:
+        return None
+    code = packet[0] & 0x3
+    if code == 0:
+        return 1, size - 1
+    if code == 1:
+        return (1, (size - 1) // 2) if (size - 1) % 2 == 0 else None
+    if code == 2:
+        first = _frame_length(packet, 1)
+        if first is None or 1 + first[1] + first[0] > size:
+            return None
+        return 1 + first[1], first[0]
+    if size < 2:
+        return None
+    count, vbr, padded = packet[1] & 0x3F, bool(packet[1] & 0x80), bool(packet[1] & 0x40)
+    if count == 0:
+        return None
+    offset, padding = 2, 0
+    while padded:
+        if offset >= size:
+            return None
+        chunk = packet[offset]
+        offset += 1
+        padding += 254 if chunk == 255 else chunk
+        padded = chunk == 255
+    if vbr:
+        first = _frame_length(packet, offset)
+        if first is None:
+            return None
+        offset += first[1]
+        for _ in range(count - 2):  # the other coded lengths sit before the frames
+            other = _frame_length(packet, offset)
+            if other is None:
+                return None
+            offset += other[1]
+        length = first[0]
+    else:
+        length = (size - offset - padding) // count
+    if length < 0 or offset + length > size - padding:
+        return None
+    return offset, length
+
+
+def _frame_length(packet: bytes, at: int) -> tuple[int, int] | None:
+    """A coded frame length at ``at``: (length, bytes it took)."""
+    if at >= len(packet):
+        return None
+    first = packet[at]
+    if first < 252:
+        return first, 1
+    if at + 1 >= len(packet):
+        return None
+    return first + 4 * packet[at + 1], 2
+
+
+def packet_has_fec(payload: bytes) -> bool:
+    """Whether an Opus packet carries in-band FEC (LBRR) for the audio before it (what libopus ≥ 1.5 calls
+    ``opus_packet_has_lbrr``). LBRR lives in the SILK layer: none in CELT-only packets. The SILK layer
+    opens with one voice-activity flag per 20 ms SILK frame, then the LBRR flag, each a range-coded
+    equiprobable bit — the leading bits of the first frame's first byte (a second set for stereo)."""
+    if not payload:
+        return False
+    config = payload[0] >> 3
+    if config >= 16:  # CELT-only
+        return False
+    # 10/20/40/60 ms for SILK-only configurations, 10/20 ms for hybrid: SILK frames are 20 ms.
+    duration_ms = (10, 20, 40, 60)[config % 4] if config < 12 else (10, 20)[config % 2]
+    silk_frames = max(1, duration_ms // 20)
+    first = _first_frame(payload)
+    if first is None or first[1] <= 0:
+        return False
+    lead = payload[first[0]]
+    fec = (lead >> (7 - silk_frames)) & 1
+    if payload[0] & 0x4:  # stereo: the side channel's flags follow the mid channel's
+        fec |= (lead >> (6 - 2 * silk_frames)) & 1
+    return bool(fec)
 
 
 def _check_encoder_options(bitrate: int, application: str, packet_loss_percent: int, complexity: int) -> None:
@@ -119,14 +247,14 @@ def create_opus_encoder(
     backend: str | None = None,
     *,
     frame_ms: int = 20,
-    bitrate: int = 32_000,
+    bitrate: int = DEFAULT_BITRATE,
     application: str = "voip",
     fec: bool = True,
-    packet_loss_percent: int = 10,
+    packet_loss_percent: int = DEFAULT_EXPECTED_LOSS_PERCENT,
     complexity: int = 10,
 ) -> Encoder:
     """An Opus encoder on ``backend`` (default: :func:`default_backend`). In-band FEC needs a non-zero
-    expected loss to be used by libopus."""
+    expected loss to be used by libopus; :func:`encoder_options_from_fmtp` gives both from the SDP."""
     factories: dict[str, Callable[..., Encoder]] = {"pyav": PyAVOpusEncoder, "opuslib": OpuslibOpusEncoder}
     return factories[_resolve(backend, "encoder")](
         frame_ms=frame_ms,
@@ -162,16 +290,18 @@ class PyAVOpusEncoder(_OpusBase, Encoder):
         self,
         *,
         frame_ms: int = 20,
-        bitrate: int = 32_000,
+        bitrate: int = DEFAULT_BITRATE,
         application: str = "voip",
         fec: bool = True,
-        packet_loss_percent: int = 10,
+        packet_loss_percent: int = DEFAULT_EXPECTED_LOSS_PERCENT,
         complexity: int = 10,
     ) -> None:
         import av
 
         self.frame_ms = _check_frame_ms(frame_ms)
         _check_encoder_options(bitrate, application, packet_loss_percent, complexity)
+        self.fec = fec
+        self.packet_loss_percent = packet_loss_percent
         self._bitrate = bitrate
         context: Any = av.CodecContext.create("libopus", "w")
         context.sample_rate = OPUS_SAMPLE_RATE
@@ -263,10 +393,10 @@ class OpuslibOpusEncoder(_OpusBase, Encoder):
         self,
         *,
         frame_ms: int = 20,
-        bitrate: int = 32_000,
+        bitrate: int = DEFAULT_BITRATE,
         application: str = "voip",
         fec: bool = True,
-        packet_loss_percent: int = 10,
+        packet_loss_percent: int = DEFAULT_EXPECTED_LOSS_PERCENT,
         complexity: int = 10,
     ) -> None:
         import opuslib
@@ -275,6 +405,8 @@ class OpuslibOpusEncoder(_OpusBase, Encoder):
 
         self.frame_ms = _check_frame_ms(frame_ms)
         _check_encoder_options(bitrate, application, packet_loss_percent, complexity)
+        self.fec = fec
+        self.packet_loss_percent = packet_loss_percent
         opuslib_application = "restricted_lowdelay" if application == "lowdelay" else application
         self._encoder = opuslib.Encoder(OPUS_SAMPLE_RATE, 1, opuslib_application)
         self._encoder.bitrate = bitrate
@@ -344,14 +476,20 @@ class OpuslibOpusDecoder(_OpusBase, Decoder):
         pcm = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return pcm[:count]
 
+    def has_fec(self, next_payload: bytes) -> bool:
+        return packet_has_fec(bytes(next_payload))
+
     def conceal_with_next(self, next_payload: bytes, samples: int | None = None) -> Pcm:
-        """The lost frame rebuilt from the FEC data in ``next_payload`` (libopus falls back to PLC when
-        that packet carries none). FEC covers at most the 120 ms before that packet; conceal anything
-        lost before with :meth:`conceal`. ``next_payload`` must still be decoded normally afterwards."""
+        """The lost frame rebuilt from the FEC data in ``next_payload``; exactly :meth:`conceal` when that
+        packet carries none (libopus would run its PLC too, but through its FEC path, which can differ
+        by a sample). FEC covers at most the 120 ms before that packet; conceal anything lost before
+        with :meth:`conceal`. ``next_payload`` must still be decoded normally afterwards."""
         data = check_payload(next_payload)
         count = self._conceal_length(samples)
         if count > self._MAX_SAMPLES:
             raise CodecError(f"Opus FEC recovers at most {self._MAX_SAMPLES} samples (120 ms), got {count}")
+        if not packet_has_fec(data):
+            return self.conceal(count)
         return self._run(data, _round_up(count, _PLC_GRANULE), fec=True)[:count]
 
     def _run(self, data: bytes | None, frame_size: int, *, fec: bool) -> Pcm:

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from media.jitterbuffer import Conceal, Frame, JitterBuffer, PutResult
+from media.jitterbuffer import DUE_TOLERANCE, Conceal, Frame, JitterBuffer, PutResult
 from media.rtp import RtpPacket
 
 FRAME = 0.02
@@ -92,8 +92,69 @@ def test_a_lost_packet_is_concealed_once() -> None:
     assert kinds[7] == ("Conceal", None)
     assert played_sequences(out) == [seq for seq in range(20) if seq != 7]
     concealed = [r for _, r in out[:20] if isinstance(r, Conceal)]
-    assert concealed == [Conceal(7 * SAMPLES, SAMPLES)]
+    # Packet 8 was already buffered when slot 7 fell due: it comes along for FEC, then plays itself.
+    assert concealed == [Conceal(7 * SAMPLES, SAMPLES, packet(8))]
     assert buffer.lost == 1
+    assert buffer.with_next == 1
+
+
+def test_only_the_slot_right_before_a_buffered_packet_gets_it_for_fec() -> None:
+    buffer = JitterBuffer(8000, initial_delay=0.06, min_delay=0.06, max_delay=0.06)
+    arrivals = [(FRAME * seq, packet(seq)) for seq in range(20) if seq not in (7, 8, 12)]
+    out = run(buffer, arrivals, until=0.6)
+    concealed = [r for _, r in out[:20] if isinstance(r, Conceal)]
+    # Two lost in a row: the first slot has no packet after it (PLC), the second has packet 9 (FEC).
+    assert concealed == [
+        Conceal(7 * SAMPLES, SAMPLES, None),
+        Conceal(8 * SAMPLES, SAMPLES, packet(9)),
+        Conceal(12 * SAMPLES, SAMPLES, packet(13)),
+    ]
+    assert played_sequences(out) == [seq for seq in range(20) if seq not in (7, 8, 12)]
+    assert (buffer.lost, buffer.late, buffer.with_next) == (3, 0, 2)
+
+
+def test_the_next_packet_is_not_offered_for_fec_across_a_timestamp_gap() -> None:
+    buffer = JitterBuffer(8000, initial_delay=0.06, min_delay=0.06, max_delay=0.06)
+    arrivals = [(FRAME * seq, packet(seq)) for seq in range(5)]
+    # Packet 5 lost; packet 6 starts a talkspurt 3 frames later than the slot after 5 (DTX in between).
+    arrivals += [(FRAME * seq, packet(seq, ts=SAMPLES * (seq + 3), marker=seq == 6)) for seq in range(6, 12)]
+    out = run(buffer, arrivals, until=0.5)
+    concealed = [r for _, r in out if isinstance(r, Conceal)]
+    assert concealed[0] == Conceal(5 * SAMPLES, SAMPLES, None)
+    assert all(r.next_packet is None for r in concealed)
+    assert played_sequences(out) == [0, 1, 2, 3, 4, *range(6, 12)]
+
+
+def test_no_packet_after_the_gap_means_plain_concealment() -> None:
+    buffer = JitterBuffer(8000, initial_delay=0.02, min_delay=0.02, max_delay=0.02)
+    # Packet 5 lost and packet 6 only arrives after slot 5 was due: nothing to take FEC from.
+    arrivals = [(FRAME * seq, packet(seq)) for seq in range(5)] + [(0.135, packet(6))]
+    arrivals += [(FRAME * seq, packet(seq)) for seq in range(7, 10)]
+    out = run(buffer, arrivals, until=0.4)
+    assert next(r for _, r in out if isinstance(r, Conceal)) == Conceal(5 * SAMPLES, SAMPLES, None)
+    assert 6 in played_sequences(out)
+    assert buffer.with_next == 0
+
+
+def jittered(count: int, lost: set[int], seed: int = 5) -> list[tuple[float, RtpPacket]]:
+    rng = random.Random(seed)
+    return [(FRAME * seq + rng.uniform(0.0, 0.030), packet(seq)) for seq in range(count) if seq not in lost]
+
+
+def test_fec_reserve_holds_one_frame_more_only_while_the_stream_is_losing_packets() -> None:
+    def target_after(count: int, lost: set[int], fec_reserve: bool) -> tuple[float, JitterBuffer]:
+        buffer = JitterBuffer(8000, fec_reserve=fec_reserve)
+        run(buffer, jittered(count, lost), until=FRAME * count)
+        return buffer.target_delay, buffer
+
+    plain, _ = target_after(200, set(), False)
+    assert target_after(200, set(), True)[0] == plain  # no loss: no extra latency
+    losing, reserved = target_after(200, {50, 120}, True)
+    assert losing == pytest.approx(target_after(200, {50, 120}, False)[0] + FRAME)
+    assert reserved.with_next == 2  # the packet after each loss was there in time for FEC
+    # 250 packets (the window) after the last loss, the reserve is given back a quarter frame at a time.
+    recovered, _ = target_after(600, {50, 120}, True)
+    assert recovered == pytest.approx(target_after(600, {50, 120}, False)[0])
 
 
 def test_a_packet_arriving_after_its_slot_was_concealed_is_late_not_played_twice() -> None:
@@ -144,7 +205,10 @@ def test_new_ssrc_needs_two_sequential_packets() -> None:
     assert buffer.put(packet(5001, ssrc=3), 0.08) is PutResult.RESYNCED
     assert len(buffer) == 2
     out = run(
-        buffer, [(0.08 + FRAME * i, packet(5001 + i, ssrc=3)) for i in range(1, 5)], until=0.5, start=0.08
+        buffer,
+        [(0.08 + FRAME * i, packet(5001 + i, ssrc=3)) for i in range(1, 5)],
+        until=0.5,
+        start=0.08,
     )
     assert played_sequences(out) == [5000, 5001, 5002, 5003, 5004, 5005]
 
@@ -214,6 +278,79 @@ def test_get_timer_tracks_the_next_due_frame() -> None:
     assert timer is not None and abs(timer - 1.06) < 1e-9
 
 
+def aligned_stream(seed: int, start: float, count: int) -> list[tuple[float, RtpPacket]]:
+    """48 kHz packets sent every 20 ms from a random RTP timestamp, arriving without jitter at ``start``
+    + 20 ms * n: with a fixed delay of two frames their deadlines fall exactly on a 20 ms clock started at
+    ``start`` — in real numbers; in floats each is a rounding error either side."""
+    rng = random.Random(seed)
+    base_ts, base_seq = rng.getrandbits(32), rng.getrandbits(16)
+    return [
+        (
+            start + i * FRAME,
+            RtpPacket(111, (base_seq + i) & 0xFFFF, (base_ts + 960 * i) & 0xFFFFFFFF, 9, b"x"),
+        )
+        for i in range(count)
+    ]
+
+
+def tick_playout(
+    buffer: JitterBuffer,
+    arrivals: list[tuple[float, RtpPacket]],
+    start: float,
+    ticks: int,
+) -> list[list[Frame | Conceal]]:
+    """A media clock started at ``start`` (``start + n * 20 ms``, as a real one counts): at each tick the
+    packets that arrived by then are put, then everything due is taken (at most four, as the decoding
+    paths do)."""
+    pending = sorted(arrivals, key=lambda item: item[0])
+    per_tick: list[list[Frame | Conceal]] = []
+    position = 0
+    for tick in range(ticks):
+        now = start + tick * FRAME
+        while position < len(pending) and pending[position][0] <= now:
+            buffer.put(pending[position][1], pending[position][0])
+            position += 1
+        taken: list[Frame | Conceal] = []
+        while len(taken) < 4 and (item := buffer.get(now)) is not None:
+            taken.append(item)
+        per_tick.append(taken)
+    return per_tick
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("start", [0.013, 100.0, 86_399.98])
+def test_frames_due_exactly_on_a_clock_tick_play_on_that_tick(seed: int, start: float) -> None:
+    buffer = JitterBuffer(48000, initial_delay=0.04, min_delay=0.04, max_delay=0.04)
+    per_tick = tick_playout(buffer, aligned_stream(seed, start, 100), start, 110)
+    # Each frame on its own tick, two ticks after it arrived: never a tick late by a rounding error and
+    # then two at once to catch up.
+    assert [len(items) for items in per_tick[:102]] == [0, 0] + [1] * 100
+    assert all(isinstance(items[0], Frame) for items in per_tick[2:102])
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize(("extra", "played"), [(0.0, True), (2 * DUE_TOLERANCE, False)])
+def test_a_packet_arriving_exactly_at_its_deadline_plays_and_just_after_is_concealed(
+    seed: int, extra: float, played: bool
+) -> None:
+    start = 100.0
+    buffer = JitterBuffer(48000, initial_delay=0.04, min_delay=0.04, max_delay=0.04)
+    arrivals = aligned_stream(seed, start, 20)
+    _, delayed = arrivals[5]
+    # Packet 5 is due two frames after it was sent (tick 7): it arrives then, or a hair later.
+    arrivals[5] = (start + 7 * FRAME + extra, delayed)
+    per_tick = tick_playout(buffer, arrivals, start, 30)
+    slot = per_tick[7]
+    assert len(slot) == 1  # whatever happens, on time: never a tick later by chance
+    if played:
+        assert isinstance(slot[0], Frame) and slot[0].packet == delayed
+        assert buffer.late == 0
+    else:
+        assert isinstance(slot[0], Conceal) and slot[0].next_packet is not None
+        assert buffer.late == 1
+    assert [len(items) for items in per_tick[2:22]] == [1] * 20
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -222,7 +359,10 @@ def test_get_timer_tracks_the_next_due_frame() -> None:
             {"clock_rate": 8000, "min_delay": 0.5, "max_delay": 0.1},
             "jitter buffer needs 0 <= min_delay <= max_delay",
         ),
-        ({"clock_rate": 8000, "capacity": 1}, "jitter buffer capacity must be at least 2"),
+        (
+            {"clock_rate": 8000, "capacity": 1},
+            "jitter buffer capacity must be at least 2",
+        ),
     ],
 )
 def test_constructor_errors(kwargs: dict[str, float], message: str) -> None:
