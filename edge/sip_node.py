@@ -7,6 +7,7 @@ every node of a cluster must agree on) and adapts types between the layers.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections import OrderedDict
@@ -31,7 +32,7 @@ from signaling.sip.dialog import LocalAddress
 from signaling.sip.digest import DigestAlgorithm, DigestAuthenticator
 from signaling.sip.endpoint import SipEndpoint
 from signaling.sip.events import RequestReceived
-from signaling.sip.message import ParseLimits, build_response
+from signaling.sip.message import ParseLimits, Request, Response, build_response
 from signaling.sip.routing import TransportAddress
 from signaling.sip.timers import TimerSettings
 from signaling.transport.application import SipRouter
@@ -55,6 +56,9 @@ _ALGORITHMS = {
 }
 
 
+_CacheEntry = tuple[float, ports.SipCredentials | None, Mapping[DigestAlgorithm, str] | None]
+
+
 class CredentialCache:
     """Credential lookups in DB_ACCOUNTS, cached briefly: a REGISTER or INVITE storm must not become a
     query storm (registrar, INVITE authentication and call routing all ask)."""
@@ -63,28 +67,34 @@ class CredentialCache:
         self._store = store
         self._ttl = ttl_seconds
         self._capacity = capacity
-        self._entries: OrderedDict[tuple[str, str], tuple[float, ports.SipCredentials | None]] = OrderedDict()
+        # (username, realm) -> (fetched at, credentials, HA1 per algorithm): the registrar's view is kept
+        # with the credentials so a cached REGISTER does not rebuild it.
+        self._entries: OrderedDict[tuple[str, str], _CacheEntry] = OrderedDict()
 
     async def lookup(self, username: str, realm: str) -> ports.SipCredentials | None:
+        return (await self._entry(username, realm))[1]
+
+    async def __call__(self, username: str, realm: str) -> Mapping[DigestAlgorithm, str] | None:
+        """The registrar's ``CredentialLookup``: HA1 per algorithm."""
+        return (await self._entry(username, realm))[2]
+
+    async def _entry(self, username: str, realm: str) -> _CacheEntry:
         key = (username, realm)
         now = time.monotonic()
         cached = self._entries.get(key)
         if cached is not None and now - cached[0] < self._ttl:
-            return cached[1]
+            return cached
         found = await self._store.lookup_credentials(username, realm)
+        ha1s = None
+        if found is not None:
+            ha1s = {alg: ha1 for alg, name in _ALGORITHMS.items() if (ha1 := found.ha1(name))}
+        entry = (now, found, ha1s)
         if self._ttl > 0:
-            self._entries[key] = (now, found)
+            self._entries[key] = entry
             self._entries.move_to_end(key)
             while len(self._entries) > self._capacity:
                 self._entries.popitem(last=False)
-        return found
-
-    async def __call__(self, username: str, realm: str) -> Mapping[DigestAlgorithm, str] | None:
-        """The registrar's ``CredentialLookup``: HA1 per algorithm."""
-        found = await self.lookup(username, realm)
-        if found is None:
-            return None
-        return {alg: ha1 for alg, name in _ALGORITHMS.items() if (ha1 := found.ha1(name))}
+        return entry
 
 
 class GuardedHub(SipTransportHub):
@@ -170,6 +180,7 @@ class SipNode:
             self.endpoint, self.flood, application=self.router, max_stream_message=s.sip_max_message_bytes
         )
         self.registrar: Registrar | None = None
+        self._tag_secret = os.urandom(32)  # keys the To tags of stateless answers (_stateless_to_tag)
         self._location: RedisLocationStore | None = None
         self.registrar_stats = {"registrations": 0, "rejections": 0, "overloaded": 0}
         self._redis: aioredis.Redis | None = None
@@ -216,6 +227,7 @@ class SipNode:
         )
         self.router.route("REGISTER", self._on_register)
         self.router.route("OPTIONS", self._on_options)
+        self.endpoint.stateless_responder = self._challenge_statelessly
         await self.hub.start(
             s.sip_host,
             s.sip_udp_port,
@@ -339,6 +351,60 @@ class SipNode:
         )
         hub.respond(event.transaction, response)
 
+    def _challenge_statelessly(self, request: Request, source: TransportAddress) -> Response | None:
+        """The endpoint's stateless responder (RFC 3261 §8.2.7, Kamailio's sl_send_reply): a REGISTER
+        without credentials gets its 401 challenge (or its refusal) without a server transaction, so
+        nothing lingers 32 s for Timer J and a retransmission is simply challenged again. Anything else,
+        and a source being answered 503 by the flood guard, goes through :meth:`_on_register`."""
+        registrar = self.registrar
+        if request.method != "REGISTER" or registrar is None or request.headers.getlist("Authorization"):
+            return None  # credentials (or none expected): the registrar needs the store, statefully
+        if (source.host, source.port) in self.hub.rejected_sources:
+            return None
+        try:
+            result = registrar.answer_unauthenticated(
+                request,
+                source=_ports_address(source),
+                now=time.time(),
+                to_tag=self._stateless_to_tag(request),
+            )
+        except Exception:
+            log.exception("stateless REGISTER answer failed", source=source.host)
+            return None
+        if result is None:
+            return None
+        self._count_register_answer(result, source.host)
+        return result.response
+
+    def _stateless_to_tag(self, request: Request) -> str:
+        """§8.2.7: a stateless UAS gives the same request the same To tag. Keyed (BLAKE2b as a MAC), so
+        the tag stays unguessable, like the random tags of stateful answers."""
+        headers = request.headers
+        identity = "\x00".join(
+            (
+                headers.get("Via") or "",
+                headers.get("Call-ID") or "",
+                headers.get("From") or "",
+                headers.get("CSeq") or "",
+            )
+        )
+        data = identity.encode("utf-8", "surrogateescape")
+        return hashlib.blake2b(data, key=self._tag_secret, digest_size=8).hexdigest()
+
+    def _count_register_answer(self, result: RegisterResult, source_host: str) -> None:
+        stats = self.registrar_stats
+        code = result.response.code
+        if code == 200:
+            stats["registrations"] += 1
+        elif code != 401:
+            stats["rejections"] += 1
+            if code == 503:
+                stats["overloaded"] += 1
+            else:
+                log.info(
+                    "register refused", aor=result.aor, status=code, reason=result.reason, source=source_host
+                )
+
     def _on_register(self, event: RequestReceived, hub: SipTransportHub) -> Awaitable[None] | None:
         """A REGISTER without credentials (the 401 challenge) is answered here and now, without a task,
         the store or the credential database; one with credentials becomes a task, or a 503 at once when
@@ -352,21 +418,7 @@ class SipNode:
         stats = self.registrar_stats
 
         def answer(result: RegisterResult) -> None:
-            code = result.response.code
-            if code == 200:
-                stats["registrations"] += 1
-            elif code != 401:
-                stats["rejections"] += 1
-                if code == 503:
-                    stats["overloaded"] += 1
-                else:
-                    log.info(
-                        "register refused",
-                        aor=result.aor,
-                        status=code,
-                        reason=result.reason,
-                        source=event.source.host,
-                    )
+            self._count_register_answer(result, event.source.host)
             hub.respond(transaction, result.response)
 
         early = registrar.answer_unauthenticated(request, source=source, now=now)

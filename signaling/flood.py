@@ -131,6 +131,9 @@ class _RateTable:
         return len(idle)
 
 
+_SOURCE_KEY_CACHE = 4096
+
+
 class FloodGuard:
     def __init__(self, config: FloodConfig | None = None) -> None:
         self.config = config or FloodConfig()
@@ -143,8 +146,20 @@ class FloodGuard:
         self._auth_by_source = _RateTable(
             c.auth_window, c.max_auth_failures_per_source, c.auth_ban_time, c.max_tracked
         )
+        # source address -> its key: ipaddress parsing costs microseconds and every request asks. Bounded
+        # (cleared when full), so rotating addresses cannot grow it.
+        self._source_keys: dict[str, str] = {}
 
     def source_key(self, source_ip: str) -> str:
+        key = self._source_keys.get(source_ip)
+        if key is None:
+            key = self._source_key(source_ip)
+            if len(self._source_keys) >= _SOURCE_KEY_CACHE:
+                self._source_keys.clear()
+            self._source_keys[source_ip] = key
+        return key
+
+    def _source_key(self, source_ip: str) -> str:
         try:
             address = ipaddress.ip_address(source_ip)
         except ValueError:

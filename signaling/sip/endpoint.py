@@ -22,7 +22,10 @@ What the endpoint does on its own (the RFC's transaction/transport duties, never
 * answers statelessly: 400 to requests too broken to parse (when a Via is readable), 503 when the
   transaction table is full; answers through a transaction: 100 Trying to INVITEs, 483 when
   Max-Forwards is 0 (not OPTIONS), 482 for merged requests (§8.2.2.2), 200/481 to CANCEL;
-* passes ACKs for 2xx up to the TU (and stops the 2xx retransmissions of the INVITE they ack).
+* passes ACKs for 2xx up to the TU (and stops the 2xx retransmissions of the INVITE they ack);
+* lets the TU answer a new non-INVITE request without a transaction (``stateless_responder``, RFC 3261
+  §8.2.7 stateless UAS: "the most common use of a stateless UAS is to respond to an unauthenticated
+  request with a challenge"). A retransmission is then answered afresh; nothing lingers for Timer J.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import collections
 import dataclasses
 import heapq
 import itertools
+from collections.abc import Callable
 
 from signaling.sip.errors import LocalProtocolError
 from signaling.sip.events import (
@@ -50,18 +54,25 @@ from signaling.sip.message import (
     Response,
     SipMessage,
     Via,
+    address_tag,
     build_response,
     cseq_of,
     from_tag,
     max_forwards,
     new_branch,
     parse_with_keys,
+    replace_top_via,
     serialize,
-    set_top_via,
     to_tag,
     top_via,
 )
-from signaling.sip.routing import DEFAULT_PORTS, TransportAddress, response_destination, stamp_received
+from signaling.sip.routing import (
+    DEFAULT_PORTS,
+    TransportAddress,
+    response_destination,
+    stamp_and_route,
+    stamp_received,
+)
 from signaling.sip.timers import DEFAULT_TIMERS, TimerSettings
 from signaling.sip.transaction import (
     AnyServerTransaction,
@@ -103,6 +114,10 @@ class EndpointStats:
 
 
 _MergeKey = tuple[str, str, int, str]  # From tag, Call-ID, CSeq number, method
+StatelessResponder = Callable[[Request, TransportAddress], Response | None]
+"""``(request, source) -> response`` to send without a transaction, or None to go on statefully."""
+_TimerEntry = tuple[float, int, Transaction]  # deadline, sequence (ties, no tx comparison), transaction
+_TERMINATED = TransactionState.TERMINATED  # ``tx.terminated`` without a property call on the hot paths
 _AckKey = tuple[str, int]  # Call-ID, CSeq number
 
 
@@ -117,12 +132,18 @@ class SipEndpoint:
         limits: ParseLimits = DEFAULT_LIMITS,
         max_transactions: int = 50_000,
         send_trying: bool = True,
+        stateless_responder: StatelessResponder | None = None,
     ) -> None:
         self.local_addresses = dict(local_addresses or {})
         self.timers = timers
         self.limits = limits
         self.max_transactions = max_transactions
         self.send_trying = send_trying
+        self.stateless_responder = stateless_responder
+        """Consulted for every new non-INVITE request (not ACK or CANCEL, nor one with Max-Forwards 0 or
+        merged with a live transaction, which the endpoint answers itself): a response it returns is sent
+        statelessly. It must only answer what a stateless UAS may (§8.2.7), e.g. a digest challenge, and
+        build its To tag from the request alone (the same request must get the same tag)."""
         self.stats = EndpointStats()
         self._client: dict[TransactionKey, ClientTransaction] = {}
         self._server: dict[TransactionKey, AnyServerTransaction] = {}
@@ -131,7 +152,12 @@ class SipEndpoint:
         self._accepted: dict[_AckKey, TransactionKey] = {}
         self._events: collections.deque[Event] = collections.deque()
         self._outgoing: list[tuple[bytes, TransportAddress]] = []
-        self._heap: list[tuple[float, int, Transaction]] = []
+        # Timer entries (deadline, sequence, transaction). Most deadlines are ``now`` plus one of a few
+        # fixed durations (Timer J and the guard: 64*T1), so they arrive in order: those go to the tail of a
+        # FIFO in O(1); only a deadline earlier than the FIFO's tail (retransmission timers) takes the heap.
+        # An entry is stale when its transaction's deadline moved on; it is skipped when it comes up.
+        self._heap: list[_TimerEntry] = []
+        self._fifo: collections.deque[_TimerEntry] = collections.deque()
         self._sequence = itertools.count()
 
     # ------------------------------------------------------------------ public surface
@@ -154,22 +180,21 @@ class SipEndpoint:
         return out
 
     def get_timer(self) -> float | None:
-        heap = self._heap
-        while heap:
-            when, _seq, tx = heap[0]
-            if not tx.terminated and tx.get_timer() == when:
+        while (entry := self._next_entry()) is not None:
+            when, _seq, tx = entry
+            if tx.state is not _TERMINATED and tx.get_timer() == when:
                 return when
-            heapq.heappop(heap)  # stale entry: the timer was re-armed, stopped or the tx ended
+            self._pop_entry(entry)  # stale entry: the timer was re-armed, stopped or the tx ended
             if tx.scheduled_at == when:
                 tx.scheduled_at = None
         return None
 
     def handle_timer(self, now: float) -> None:
         due: dict[int, Transaction] = {}
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            when, _seq, tx = heapq.heappop(heap)
-            if not tx.terminated and tx.get_timer() == when:
+        while (entry := self._next_entry()) is not None and entry[0] <= now:
+            self._pop_entry(entry)
+            when, _seq, tx = entry
+            if tx.state is not _TERMINATED and tx.get_timer() == when:
                 due[id(tx)] = tx
         for tx in due.values():
             tx.scheduled_at = None  # its heap entry is gone: _after must push a fresh one
@@ -273,14 +298,35 @@ class SipEndpoint:
 
     def _after(self, tx: Transaction) -> None:
         """Re-arm the heap for ``tx`` or forget it once terminated."""
-        if tx.terminated:
+        if tx.state is _TERMINATED:
             self._forget(tx)
             return
         deadline = tx.get_timer()
         if deadline is not None and deadline != tx.scheduled_at:
-            # One live heap entry per deadline change; stale ones are skipped when popped.
+            # One live entry per deadline change; stale ones are skipped when popped.
             tx.scheduled_at = deadline
-            heapq.heappush(self._heap, (deadline, next(self._sequence), tx))
+            entry = (deadline, next(self._sequence), tx)
+            fifo = self._fifo
+            if not fifo or fifo[-1][0] <= deadline:
+                fifo.append(entry)
+            else:
+                heapq.heappush(self._heap, entry)
+
+    def _next_entry(self) -> _TimerEntry | None:
+        """The earliest timer entry (FIFO head or heap top), left in place."""
+        fifo, heap = self._fifo, self._heap
+        if not fifo:
+            return heap[0] if heap else None
+        if not heap:
+            return fifo[0]
+        return fifo[0] if fifo[0][:2] <= heap[0][:2] else heap[0]
+
+    def _pop_entry(self, entry: _TimerEntry) -> None:
+        """Remove ``entry``, which :meth:`_next_entry` just returned."""
+        if self._fifo and self._fifo[0] is entry:
+            self._fifo.popleft()
+        else:
+            heapq.heappop(self._heap)
 
     def _forget(self, tx: Transaction) -> None:
         key = tx.key
@@ -335,55 +381,74 @@ class SipEndpoint:
     def _receive_request(
         self, request: Request, via: Via, cseq: CSeq, source: TransportAddress, now: float
     ) -> None:
-        stamped = stamp_received(via, source)
-        if stamped is not via:
-            set_top_via(request, stamped)
+        stamped_via, destination = stamp_and_route(via, source)
+        if stamped_via is not None:
+            replace_top_via(request, stamped_via)
         key = self._server_key(request, via, cseq)
+        method = request.method
         existing = self._server.get(key)
         if existing is not None:
-            if request.method != "ACK":
+            if method != "ACK":
                 self.stats.retransmissions_absorbed += 1
             pass_up = existing.receive_request(request, now)
             self._after(existing)
             if pass_up:
                 self.emit(RequestReceived(request, source, None))
             return
-        if request.method == "ACK":
+        if method == "ACK":
             self._receive_ack_for_2xx(request, source)
             return
-        if self.active_transactions >= self.max_transactions:
+
+        headers = request.headers
+        merge_key: _MergeKey | None = None
+        to_value = headers.get("To")
+        if to_value is None or address_tag(to_value) is None:
+            from_value = headers.get("From")
+            from_tag_value = address_tag(from_value) if from_value is not None else None
+            merge_key = (from_tag_value or "", headers["Call-ID"], cseq.sequence, method)
+        hop_limit_reached = method != "OPTIONS" and max_forwards(request) == 0
+
+        responder = self.stateless_responder
+        if (
+            responder is not None
+            and method != "INVITE"
+            and method != "CANCEL"
+            and not hop_limit_reached
+            and (merge_key is None or merge_key not in self._merge_index)
+        ):
+            response = responder(request, source)
+            if response is not None:
+                self.stats.stateless_responses_sent += 1
+                self.send_stateless(response, destination)
+                return
+
+        if len(self._client) + len(self._server) >= self.max_transactions:
             self.stats.overload_rejections += 1
-            self._respond_stateless(request, stamped, source, 503, (("Retry-After", "5"),))
+            self._respond_stateless(request, destination, 503, (("Retry-After", "5"),))
             return
 
-        destination = response_destination(stamped, source)
         tx: AnyServerTransaction
-        if request.method == "INVITE":
+        if method == "INVITE":
             tx = ServerInviteTransaction(key, request, source, destination, self, self.timers, now)
         else:
             tx = ServerNonInviteTransaction(key, request, source, destination, self, self.timers, now)
         self._server[key] = tx
         self.stats.transactions_created += 1
 
-        merge_key: _MergeKey | None = None
-        if to_tag(request) is None:
-            merge_key = (from_tag(request) or "", request.headers["Call-ID"], cseq.sequence, request.method)
-
-        mf = max_forwards(request)
-        if mf == 0 and request.method != "OPTIONS":
+        if hop_limit_reached:
             self.stats.too_many_hops += 1
             tx.respond(build_response(request, 483), now)
         elif merge_key is not None and self._merge_index.get(merge_key, key) != key:
             # §8.2.2.2: same From tag, Call-ID and CSeq as a live transaction but another branch.
             self.stats.loops_detected += 1
             tx.respond(build_response(request, 482), now)
-        elif request.method == "CANCEL":
+        elif method == "CANCEL":
             self._receive_cancel(tx, request, source, key, now)
         else:
             if merge_key is not None:
                 self._merge_index[merge_key] = key
                 self._merge_key_of[key] = merge_key
-            if isinstance(tx, ServerInviteTransaction) and self.send_trying:
+            if method == "INVITE" and self.send_trying:
                 tx.respond(build_response(request, 100), now)
             self.emit(RequestReceived(request, source, key))
         self._after(tx)
@@ -396,7 +461,7 @@ class SipEndpoint:
         key: TransactionKey,
         now: float,
     ) -> None:
-        invite_key = dataclasses.replace(key, method="INVITE")
+        invite_key = key._replace(method="INVITE")
         invite_tx = self._server.get(invite_key)
         if invite_tx is None:
             tx.respond(build_response(cancel, 481), now)
@@ -437,14 +502,13 @@ class SipEndpoint:
     def _respond_stateless(
         self,
         request: Request,
-        via: Via,
-        source: TransportAddress,
+        destination: TransportAddress,
         status_code: int,
         headers: tuple[tuple[str, str], ...] = (),
     ) -> None:
         self.stats.stateless_responses_sent += 1
         response = build_response(request, status_code, headers=headers)
-        self.send_stateless(response, response_destination(via, source))
+        self.send_stateless(response, destination)
 
 
 def _same_target(a: TransportAddress, b: TransportAddress) -> bool:

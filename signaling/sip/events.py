@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from sipmessage import Request, Response
 
@@ -12,11 +12,13 @@ from signaling.sip.routing import TransportAddress
 Role = Literal["client", "server"]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class TransactionKey:
+class TransactionKey(NamedTuple):
     """Identifies a transaction (§17.1.3 client: branch + method; §17.2.3 server: branch + sent-by +
     method, with ACK folded into INVITE). RFC 2543 requests without a magic-cookie branch get a
-    synthetic ``branch`` built from Call-ID, From tag, CSeq and top Via."""
+    synthetic ``branch`` built from Call-ID, From tag, CSeq and top Via.
+
+    A named tuple (immutable like a frozen dataclass): it keys the endpoint's tables, and a tuple hashes
+    and compares in C, a dataclass through a Python call, several times per request."""
 
     role: Role
     branch: str

@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from sipmessage import Via
+from sipmessage import Parameters, Via
+
+from signaling.sip.message import format_parameters
 
 TransportName = Literal["udp", "tcp", "tls", "ws", "wss"]
 TRANSPORTS: frozenset[str] = frozenset(("udp", "tcp", "tls", "ws", "wss"))
@@ -34,26 +36,54 @@ class TransportAddress:
         return self.transport in RELIABLE_TRANSPORTS
 
 
+_TRANSPORT_NAMES: dict[str, TransportName] = {
+    "udp": "udp",
+    "tcp": "tcp",
+    "tls": "tls",
+    "ws": "ws",
+    "wss": "wss",
+}
+
+
 def via_transport_name(via: Via) -> TransportName | None:
-    name = via.transport.lower()
-    return name if name in TRANSPORTS else None  # type: ignore[return-value]
+    return _TRANSPORT_NAMES.get(via.transport.lower())
 
 
 def stamp_received(via: Via, source: TransportAddress) -> Via:
     """§18.2.1 + RFC 3581: add ``received`` when the sent-by host differs from the packet source
     (always when ``rport`` is asked for) and fill an empty ``rport`` with the source port."""
     params = dict(via.parameters)
+    if not _stamp(params, via.host, source):
+        return via
+    return Via(via.transport, via.host, via.port, Parameters(**params))
+
+
+def stamp_and_route(via: Via, source: TransportAddress) -> tuple[str | None, TransportAddress]:
+    """:func:`stamp_received` and :func:`response_destination` of the stamped Via in one pass over its
+    parameters, for a request just received: the stamped Via as header text (``None`` when nothing
+    changes) and where its responses go."""
+    # One copy into a plain dict: sipmessage's Parameters answers ``in``/``get`` for a missing name by
+    # raising and catching KeyError, and iterates through the Mapping machinery.
+    params = dict(via.parameters)
+    text = None
+    if _stamp(params, via.host, source):
+        port = f":{via.port}" if via.port is not None else ""
+        text = f"SIP/2.0/{via.transport} {via.host}{port}{format_parameters(params)}"
+    return text, _destination(via, params, source)
+
+
+def _stamp(params: dict[str, str | None], via_host: str, source: TransportAddress) -> bool:
+    """Stamp ``params`` in place; True when something changed."""
     wants_rport = "rport" in params
+    source_host = source.host
     changed = False
-    if via.host.strip("[]") != source.host.strip("[]") or wants_rport:
-        params["received"] = source.host if ":" not in source.host else f"[{source.host.strip('[]')}]"
+    if wants_rport or via_host.strip("[]") != source_host.strip("[]"):
+        params["received"] = source_host if ":" not in source_host else f"[{source_host.strip('[]')}]"
         changed = True
-    if wants_rport and params.get("rport") is None:
+    if wants_rport and params["rport"] is None:
         params["rport"] = str(source.port)
         changed = True
-    if not changed:
-        return via
-    return dataclasses.replace(via, parameters=type(via.parameters)(**params))
+    return changed
 
 
 def response_destination(via: Via, source: TransportAddress | None) -> TransportAddress:
@@ -62,12 +92,17 @@ def response_destination(via: Via, source: TransportAddress | None) -> Transport
     Connection-oriented requests are answered over the connection they came in on (its id is
     kept; the transport falls back to ``received``:sent-by-port if that connection is gone).
     """
-    params = via.parameters
+    return _destination(via, dict(via.parameters), source)
+
+
+def _destination(
+    via: Via, params: dict[str, str | None], source: TransportAddress | None
+) -> TransportAddress:
+    if source is not None and source.reliable and source.connection_id is not None:
+        return TransportAddress(source.transport, source.host, source.port, source.connection_id)
     received = params.get("received")
     host = (received or via.host).strip("[]")
     transport = via_transport_name(via) or (source.transport if source else "udp")
-    if source is not None and source.reliable and source.connection_id is not None:
-        return TransportAddress(source.transport, source.host, source.port, source.connection_id)
     maddr = params.get("maddr")
     if maddr:
         return TransportAddress(transport, maddr.strip("[]"), via.port or DEFAULT_PORTS[transport])

@@ -16,13 +16,26 @@ if TYPE_CHECKING:
 SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
 
 
+# Source addresses remembered (cleared when full): a phone sends from the same address every time, and
+# building and validating a TransportAddress per datagram costs more than the lookup.
+SOURCE_CACHE_SIZE = 4096
+
+
 class _UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, hub: SipTransportHub) -> None:
         self.hub = hub
+        self._sources: dict[tuple[str | int, ...], TransportAddress] = {}
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        self.hub.stats.udp_datagrams_in += 1
-        self.hub.receive(data, TransportAddress("udp", str(addr[0]), int(addr[1])))
+        hub = self.hub
+        hub.stats.udp_datagrams_in += 1
+        source = self._sources.get(addr)
+        if source is None:
+            source = TransportAddress("udp", str(addr[0]), int(addr[1]))
+            if len(self._sources) >= SOURCE_CACHE_SIZE:
+                self._sources.clear()
+            self._sources[addr] = source
+        hub.receive(data, source)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable and friends: nothing to do per datagram; retransmission timers cope.

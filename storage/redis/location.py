@@ -194,6 +194,11 @@ return redis.call('HMGET', KEYS[1], unpack(ids))
 )
 
 
+_KEY_CACHE_SIZE = 16_384
+# One encoder for every binding: json.dumps(separators=...) builds a new JSONEncoder per call.
+_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
 class _RespProtocol(asyncio.Protocol):
     """Replies of one pipelined connection, matched to their commands in order (RESP has no ids)."""
 
@@ -202,6 +207,21 @@ class _RespProtocol(asyncio.Protocol):
         self.pending: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
         self.transport: asyncio.Transport | None = None
         self._on_lost = on_lost
+        self._outgoing: list[bytes] = []
+
+    def send(self, command: bytes, future: asyncio.Future[Any], sent_at: float) -> None:
+        """Queue ``command`` (its reply resolves ``future``). Commands queued during one loop iteration
+        leave in one write: one system call for a burst of REGISTERs instead of one each."""
+        self.pending.append((future, sent_at))
+        if not self._outgoing:
+            future.get_loop().call_soon(self._flush)
+        self._outgoing.append(command)
+
+    def _flush(self) -> None:
+        data = b"".join(self._outgoing)
+        self._outgoing.clear()
+        if self.transport is not None:  # else connection_lost has failed their futures already
+            self.transport.write(data)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
@@ -313,8 +333,7 @@ class PipelinedScripts:
         assert protocol.transport is not None
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        protocol.pending.append((future, loop.time()))
-        protocol.transport.write(command)
+        protocol.send(command, future, loop.time())
         return await future
 
     async def _connect(self) -> _RespProtocol:
@@ -386,6 +405,7 @@ class RedisLocationStore:
         self._redis = client
         self._pipe = PipelinedScripts.for_client(client) if pipelined else None
         self._keys = KeySpace(prefix)
+        self._key_cache: dict[str, list[str]] = {}  # AOR -> its script keys (a phone re-registers)
         self._clock = clock
         self._max_bindings = max_bindings_per_aor
         self._grace = grace_seconds
@@ -406,12 +426,19 @@ class RedisLocationStore:
         return await script(keys=keys, args=args)
 
     def _script_keys(self, aor: str) -> list[str]:
-        check_hot_key("aor", aor)
-        return [
-            self._keys.location_bindings(aor),
-            self._keys.location_expiries(aor),
-            self._keys.location_index(),
-        ]
+        """The keys every script takes for ``aor`` (callers only read the list: it is shared)."""
+        keys = self._key_cache.get(aor)
+        if keys is None:
+            check_hot_key("aor", aor)
+            keys = [
+                self._keys.location_bindings(aor),
+                self._keys.location_expiries(aor),
+                self._keys.location_index(),
+            ]
+            if len(self._key_cache) >= _KEY_CACHE_SIZE:  # bounded: cleared when full
+                self._key_cache.clear()
+            self._key_cache[aor] = keys
+        return keys
 
     def _script_args(self, aor: str, now: float | None = None) -> list[Any]:
         return [repr(float(self._clock() if now is None else now)), aor, self._grace]
@@ -420,7 +447,7 @@ class RedisLocationStore:
         check_same_aor(aor, upserts)
         args = [*self._script_args(aor, now), self._max_bindings, len(removals), *removals]
         for binding in upserts:
-            payload = json.dumps(binding.to_json(), separators=(",", ":"))
+            payload = _JSON.encode(binding.to_json())
             args += [binding.binding_id, repr(float(binding.expires_at)), payload]
         stored, count = await self._run(self._save, self._script_keys(aor), args)
         if not stored:
@@ -454,7 +481,7 @@ class RedisLocationStore:
         ]
         written: dict[str, Binding] = {}
         for binding in upserts:
-            payload = json.dumps(binding.to_json(), separators=(",", ":"))
+            payload = _JSON.encode(binding.to_json())
             args += [binding.binding_id, repr(float(binding.expires_at)), payload]
             if binding.expires_at > now:
                 written[binding.binding_id] = binding

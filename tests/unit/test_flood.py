@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from signaling import flood as flood_module
 from signaling.flood import BanPolicy, FloodConfig, FloodGuard, Verdict
 
 T0 = 1000.0
@@ -120,3 +121,14 @@ def test_success_clears_a_users_failure_history() -> None:
 def test_nonsense_configuration_is_refused(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         FloodConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_source_keys_are_remembered_within_a_bound() -> None:
+    flood = FloodGuard(FloodConfig())
+    assert flood.source_key("2001:db8:1:2::5") == flood.source_key("2001:db8:1:2::6") == "2001:db8:1:2::/64"
+    assert flood.source_key("::ffff:192.0.2.1") == "192.0.2.1"
+    assert flood.source_key("not an address") == "not an address"
+    for index in range(flood_module._SOURCE_KEY_CACHE + 10):
+        flood.source_key(f"10.0.{index // 256}.{index % 256}")
+    assert len(flood._source_keys) <= flood_module._SOURCE_KEY_CACHE
+    assert flood.source_key("2001:db8:1:2::7") == "2001:db8:1:2::/64"  # still right after the reset
