@@ -15,6 +15,8 @@ from __future__ import annotations
 # Ids are UUIDs, timestamps timezone-aware datetimes, money ``Decimal``.
 import datetime as _dt  # noqa: E402, RUF100
 import uuid as _uuid  # noqa: E402, RUF100
+from collections.abc import Sequence as _Sequence  # noqa: E402, RUF100
+from contextlib import AbstractAsyncContextManager as _AbstractAsyncContextManager  # noqa: E402, RUF100
 from dataclasses import dataclass as _dataclass  # noqa: E402, RUF100
 from decimal import Decimal as _Decimal  # noqa: E402, RUF100
 from typing import Any as _Any  # noqa: E402, RUF100
@@ -219,8 +221,8 @@ class QualityReport:
             raise ValueError(f"mos must be within [1, 5], got {self.mos!r}")
 
 
-class CallRepository(_Protocol):
-    """Sessions, legs, routing attempts and quality of calls; each write emits its ``call.*`` event."""
+class CallWrites(_Protocol):
+    """The writes of a :class:`CallRepository`; each emits its ``call.*`` event."""
 
     async def start_call(self, call: NewCall) -> CallSession:
         """Insert the session (status initiated) + ``call.started``; ConflictError if call_id exists."""
@@ -270,6 +272,22 @@ class CallRepository(_Protocol):
 
     async def report_quality(self, call_id: _uuid.UUID, report: QualityReport) -> None:
         """Store one interval report of a leg of the call + ``call.quality.reported``."""
+        ...
+
+
+class CallRepository(CallWrites, _Protocol):
+    """Sessions, legs, routing attempts and quality of calls; each write emits its ``call.*`` event."""
+
+    def batch(self, call_id: _uuid.UUID | None = None) -> _AbstractAsyncContextManager[CallWrites]:
+        """Several writes (of ``call_id``, when given) in one transaction::
+
+            async with repo.batch(call_id) as writer:
+                await writer.add_leg(call_id, leg)
+                await writer.change_leg_state(leg_id, "early")
+
+        Every write of the block stays, with its events in order, or none does: a write that fails raises
+        out of the block (the same error as on its own) and the block's earlier writes are taken back.
+        The B2BUA writes what a call queued while its previous writes were in flight this way."""
         ...
 
     async def get_call(self, call_id: _uuid.UUID) -> CallSession | None: ...
@@ -406,6 +424,11 @@ class CdrRepository(_Protocol):
 
         One CDR per call: recording a call again returns the stored CDR and emits nothing.
         """
+        ...
+
+    async def record_cdrs(self, cdrs: _Sequence[NewCdr]) -> list[CdrRecord]:
+        """``record_cdr`` of each, in order, in one transaction: all stored with their events, or (when
+        one fails, which raises) none. The B2BUA writes the CDRs of calls ending together this way."""
         ...
 
     async def get_cdr(self, cdr_id: _uuid.UUID) -> CdrRecord | None: ...

@@ -12,6 +12,11 @@ What runs (every process is started here, pinned, and stopped here by its proces
   SIPp exits 0, every call succeeded and the calls were placed at the offered pace. The highest clean rate
   is ``cps_clean``; the server's CPU % (``/proc``) and SIPp's call-setup time (INVITE → 200, per call via
   ``-trace_rtt``) are recorded per step. Steps stop at the first unclean one;
+* diagnostics per step (to say why a step was not clean): SIPp's non-zero ``Failed*`` counters and, from
+  ``-trace_counts``, the retransmissions, timeouts and unexpected messages per scenario message; the
+  server's responsiveness — an OPTIONS probe every 100 ms from the harness, its round-trip time (event
+  loop lag plus the SIP path); and for uc-edge the call-row backlog — calls SIPp has completed whose
+  ``call_sessions`` row has not ended yet (the write queue behind the signalling), sampled every 0.5 s;
 * sanity: each step's caller name is unique, and after the steps the server's ``call_sessions`` must hold
   exactly one ended row per call of every clean step — the calls really went through the B2BUA;
 * the same steps through Kamailio as a transaction-stateful proxy (``bench/peers/kamailio-proxy.cfg``, one
@@ -30,7 +35,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
@@ -46,6 +51,7 @@ from bench.suites._sip_load import (
     free_port,
     group_pids,
     kamailio,
+    last_stat_row,
     parse_rates,
     pinned,
     report_server_errors,
@@ -176,6 +182,27 @@ class CallStep:
     answered_at: list[float]  # seconds since SIPp started when each 200 arrived
     load_average: float = 0.0
     detail: str = ""
+    failures: dict[str, int] = field(default_factory=dict)  # SIPp's non-zero Failed*(C) counters
+    message_trouble: dict[str, int] = field(default_factory=dict)  # -trace_counts: retrans/timeout/unexp
+    probe_ms: list[float] = field(default_factory=list)  # OPTIONS round trips during the step
+    probes_lost: int = 0
+    backlog: list[int] = field(default_factory=list)  # completed calls whose row had not ended, sampled
+
+    def diagnosis(self) -> str:
+        """One line: what SIPp saw go wrong, how responsive the server was, how far its rows trailed."""
+        probe = (
+            f"OPTIONS probe p50 {percentile(self.probe_ms, 0.5):.1f} ms "
+            f"p99 {percentile(self.probe_ms, 0.99):.1f} ms "
+            f"max {max(self.probe_ms, default=0.0):.1f} ms, {self.probes_lost} unanswered"
+        )
+        parts = [probe]
+        if self.backlog:
+            parts.append(f"row backlog max {max(self.backlog)} (last {self.backlog[-1]})")
+        if self.failures:
+            parts.append("failed: " + ", ".join(f"{k} {v}" for k, v in self.failures.items()))
+        if self.message_trouble:
+            parts.append("per message: " + ", ".join(f"{k} {v}" for k, v in self.message_trouble.items()))
+        return "; ".join(parts)
 
     @property
     def achieved_rate(self) -> float:
@@ -244,6 +271,88 @@ def core_busy_seconds(core: str) -> tuple[float, float]:
     return 0.0, 0.0
 
 
+def message_trouble(directory: Path) -> dict[str, int]:
+    """The non-zero retransmission/timeout/unexpected counters per scenario message (``-trace_counts``,
+    last row), e.g. ``{"0_INVITE_Retrans": 12, "3_200_Timeout": 1}``."""
+    found: dict[str, int] = {}
+    for path in directory.glob("*_counts.csv"):
+        with open(path, newline="") as handle:
+            rows = [row for row in csv.reader(handle, delimiter=";") if row]
+        if len(rows) < 2:
+            continue
+        for name, value in zip(rows[0], rows[-1], strict=False):
+            if name.endswith(("_Retrans", "_Timeout", "_Unexp")) and value.strip().isdigit() and int(value):
+                found[name] = found.get(name, 0) + int(value)
+    return found
+
+
+class OptionsProbe:
+    """An OPTIONS to the server every ``interval`` seconds from a socket of its own; the round trips (ms)
+    say how quickly the server's event loop gets to a new request while the load runs."""
+
+    def __init__(self, port: int, interval: float = 0.1, timeout: float = 2.0) -> None:
+        self.port = port
+        self.interval = interval
+        self.timeout = timeout
+        self.round_trips: list[float] = []
+        self.lost = 0
+        self._sent: dict[str, float] = {}
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        probe = self
+
+        class Receiver(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+                for line in data.split(b"\r\n"):
+                    if line.lower().startswith(b"call-id:"):
+                        sent = probe._sent.pop(line.split(b":", 1)[1].strip().decode(), None)
+                        if sent is not None:
+                            probe.round_trips.append((monotonic() - sent) * 1000)
+
+        transport, _ = await loop.create_datagram_endpoint(Receiver, local_addr=("127.0.0.1", 0))
+        local_port = transport.get_extra_info("sockname")[1]
+        try:
+            while True:
+                now = monotonic()
+                self.lost += sum(1 for t in self._sent.values() if now - t > self.timeout)
+                self._sent = {k: t for k, t in self._sent.items() if now - t <= self.timeout}
+                call_id = uuid.uuid4().hex
+                self._sent[call_id] = now
+                transport.sendto(
+                    (
+                        f"OPTIONS sip:127.0.0.1:{self.port} SIP/2.0\r\n"
+                        f"Via: SIP/2.0/UDP 127.0.0.1:{local_port};branch=z9hG4bK{call_id[:16]};rport\r\n"
+                        "Max-Forwards: 70\r\nFrom: <sip:probe@127.0.0.1>;tag=probe\r\n"
+                        f"To: <sip:probe@127.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\n"
+                        "Content-Length: 0\r\n\r\n"
+                    ).encode(),
+                    ("127.0.0.1", self.port),
+                )
+                await asyncio.sleep(self.interval)
+        finally:
+            transport.close()
+
+
+async def watch_backlog(node_id: str, caller: str, stat: Path, samples: list[int]) -> None:
+    """Every 0.5 s: calls SIPp reports completed (its stat file) minus this caller's ended call rows."""
+    conn = await asyncpg.connect(CALLS_DSN)
+    pattern = f"%:{caller}@%"
+    try:
+        while True:
+            await asyncio.sleep(0.5)
+            completed = int(last_stat_row(stat).get("SuccessfulCall(C)", 0) or 0)
+            ended = await conn.fetchval(
+                "SELECT count(*) FROM call_sessions"
+                " WHERE node_id = $1 AND from_uri LIKE $2 AND status = 'ended'",
+                node_id,
+                pattern,
+            )
+            samples.append(max(0, completed - int(ended)))
+    finally:
+        await conn.close()
+
+
 async def run_caller(
     target_port: int,
     rate: int,
@@ -252,8 +361,10 @@ async def run_caller(
     caller: str,
     server_pids: Sequence[int],
     workdir: Path,
+    node_id: str | None = None,
 ) -> CallStep:
-    """Offer ``calls`` calls at ``rate``/s; the server's CPU % over the same interval."""
+    """Offer ``calls`` calls at ``rate``/s; the server's CPU % over the same interval (and, with
+    ``node_id``, the backlog of its call rows)."""
     stepdir = workdir / f"uac-{caller}"
     stepdir.mkdir()
     stat = stepdir / "stat.csv"
@@ -272,12 +383,22 @@ async def run_caller(
         timeout=timeout,
         stat=stat,
         errors=errors,
-        trace_args=["-trace_rtt", "-rtt_freq", "100"],
+        trace_args=["-trace_rtt", "-rtt_freq", "100", "-trace_counts"],
     )
     core_before = core_busy_seconds(SERVER_CORE)
-    run = await run_sipp_client(
-        command, cwd=stepdir, sipp_timeout=timeout, stat=stat, errors=errors, server_pids=server_pids
-    )
+    probes = OptionsProbe(target_port)
+    backlog: list[int] = []
+    monitors = [asyncio.ensure_future(probes.run())]
+    if node_id is not None:
+        monitors.append(asyncio.ensure_future(watch_backlog(node_id, caller, stat, backlog)))
+    try:
+        run = await run_sipp_client(
+            command, cwd=stepdir, sipp_timeout=timeout, stat=stat, errors=errors, server_pids=server_pids
+        )
+    finally:
+        for monitor in monitors:
+            monitor.cancel()
+        await asyncio.gather(*monitors, return_exceptions=True)
     core_after = core_busy_seconds(SERVER_CORE)
     core_total = core_after[1] - core_before[1]
     core_busy = (core_after[0] - core_before[0]) / core_total * 100 if core_total > 0 else 0.0
@@ -300,6 +421,17 @@ async def run_caller(
         answered_at=answered_at,
         load_average=os.getloadavg()[0],
         detail=run.detail,
+        failures={
+            k: v
+            for k, v in (
+                (k, run.counter(k)) for k in run.stats if k.startswith("Failed") and k.endswith("(C)")
+            )
+            if v
+        },
+        message_trouble=message_trouble(stepdir),
+        probe_ms=probes.round_trips,
+        probes_lost=probes.lost,
+        backlog=backlog,
     )
 
 
@@ -312,13 +444,14 @@ async def rate_steps(
     hold_ms: int,
     server_pids: Sequence[int],
     run_tag: str,
+    node_id: str | None = None,
 ) -> list[CallStep]:
     task = ctx.task(f"{label}: rate steps", total=len(rates))
     results: list[CallStep] = []
     for rate in rates:
         calls = max(1, int(rate * step_seconds))
         caller = f"{run_tag}{label[:3]}r{rate}"
-        step = await run_caller(target_port, rate, calls, hold_ms, caller, server_pids, ctx.workdir)
+        step = await run_caller(target_port, rate, calls, hold_ms, caller, server_pids, ctx.workdir, node_id)
         results.append(step)
         task.advance()
         ctx.log(
@@ -328,7 +461,7 @@ async def rate_steps(
             f"used {step.others_on_core_percent:.0f}% of core {SERVER_CORE}), "
             f"setup p50 {step.setup_percentile(0.5):.0f} ms "
             f"p99 {step.setup_percentile(0.99):.0f} ms, sipp exit {step.exit_code}, "
-            f"machine load average {step.load_average:.2f}"
+            f"machine load average {step.load_average:.2f}; {step.diagnosis()}"
             + ("" if step.clean else f" — not clean: {step.detail.strip()[:800]}")
         )
         if not step.clean:
@@ -433,7 +566,7 @@ async def run(ctx: SuiteContext) -> SuiteResult:
             idle_cpu = await idle_cpu_percent([server.pid])
             ctx.log(f"uc-edge idle (no calls, after the warm-up): {idle_cpu:.1f}% of one core")
             uc_steps = await rate_steps(
-                ctx, "uc-edge", port, rates, step_seconds, hold_ms, [server.pid], run_tag
+                ctx, "uc-edge", port, rates, step_seconds, hold_ms, [server.pid], run_tag, node_id
             )
             if server.poll() is not None:
                 raise BenchError("uc-edge exited during the run (see its log in the workdir)")
@@ -522,6 +655,11 @@ async def run(ctx: SuiteContext) -> SuiteResult:
         f"is core {SERVER_CORE}'s busy time (/proc/stat) not spent by the server — when it is high the "
         "server had less than a core. Setup time = SIPp response-time counter 1 (INVITE sent → 200 "
         "received, ms resolution, -trace_rtt).",
+        "Diagnostics in each step's log line: an OPTIONS probe every 100 ms from the harness to the server "
+        "under test (its round trip is the server's event-loop lag plus its SIP path; p50/p99/max and "
+        "unanswered probes), for uc-edge the call-row backlog (calls SIPp reports completed whose "
+        "call_sessions row has not ended yet, sampled every 0.5 s), and SIPp's non-zero Failed* counters "
+        "and per-message retransmissions/timeouts/unexpected messages (-trace_counts).",
         "uc-edge: UC_EDGE_CALL_REQUIRE_AUTH=false, UC_EDGE_SIP_TRUNKS=[{name: uas, host: 127.0.0.1, port: "
         "CALLEE, prefixes: [''], inbound_sources: [127.0.0.1]}], UC_EDGE_FLOOD_EXEMPT_SOURCES=127.0.0.1, "
         f"UC_EDGE_LOG_LEVEL=WARNING, UC_EDGE_NODE_ID={node_id}; the B2BUA anchors media (RTP endpoints "
@@ -544,6 +682,8 @@ def add_series(result: SuiteResult, label: str, steps: Sequence[CallStep]) -> No
     result.series[f"{label} setup p50"] = [(s.rate, s.setup_percentile(0.5)) for s in steps]
     result.series[f"{label} setup p99"] = [(s.rate, s.setup_percentile(0.99)) for s in steps]
     result.series[f"{label} CPU per call"] = [(s.rate, s.cpu_ms_per_call) for s in steps]
+    result.series[f"{label} OPTIONS probe p99"] = [(s.rate, percentile(s.probe_ms, 0.99)) for s in steps]
+    result.units[f"{label} OPTIONS probe p99"] = "ms"
     result.series[f"other load on core {SERVER_CORE} during {label}"] = [
         (s.rate, s.others_on_core_percent) for s in steps
     ]

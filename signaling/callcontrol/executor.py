@@ -27,7 +27,7 @@ from signaling.callcontrol.actions import (
     RecordRouting,
     SendDtmf,
 )
-from storage.ports import CallRepository, CdrRepository
+from storage.ports import CallWrites, CdrRepository
 
 
 async def run_media(action: Action, media: MediaControl, call_id: str) -> LocalMedia | QualitySnapshot | None:
@@ -51,7 +51,7 @@ async def run_media(action: Action, media: MediaControl, call_id: str) -> LocalM
     return None
 
 
-async def run_persist(action: Action, calls: CallRepository, cdrs: CdrRepository) -> Any:
+async def run_persist(action: Action, calls: CallWrites, cdrs: CdrRepository) -> Any:
     """Execute one repository write (each emits its event through the repository's outbox)."""
     if isinstance(action, RecordCallStart):
         return await calls.start_call(action.call)

@@ -9,13 +9,9 @@ media through the ``MediaControl`` port, rows through the repositories, one time
     await service.stop()
 
 SIP sends run at once (in order). Media actions of a call run one after another on the call's media
-queue, repository writes in order on its write queue (so ``call_sessions`` gets its row before
-``call_legs``...). The writes queued while the previous ones were in flight go together: one
-transaction when the repository offers ``batch(call_id)`` (the PostgreSQL one does), else one after
-another. A write that PostgreSQL cannot take now (unreachable, connection lost) is retried with backoff,
-the call's later writes waiting behind it: an outage delays the rows, it never loses them. A write the
-repository refuses (a rule) is logged with the call id and counted (``persist_failures``); the call
-goes on.
+queue; repository writes go on its write queue (:mod:`signaling.callcontrol.persistence`): in order,
+the writes queued close together in one transaction, retried through a database outage, a refused one
+logged with the call id and counted (``persist_failures``) while the call goes on.
 
 Failed digest authentication of an INVITE counts against the user and the source in the
 :class:`~signaling.flood.FloodGuard` (as REGISTER's does): past the limit they get 403 without a check.
@@ -41,14 +37,14 @@ from signaling.callcontrol.actions import (
     DestroyEndpoint,
     MediaAction,
     PersistAction,
-    RecordCdr,
     RecordQuality,
     ResolveRoute,
     RouteReject,
     SendSip,
 )
 from signaling.callcontrol.call import Call, CallEnvironment, CallerIdentity
-from signaling.callcontrol.executor import run_media, run_persist
+from signaling.callcontrol.executor import run_media
+from signaling.callcontrol.persistence import CallPersistence, WriteQueue
 from signaling.callcontrol.router import CallRouter, CredentialLookup
 from signaling.flood import FloodGuard
 from signaling.sip.dialog import uri_of
@@ -69,6 +65,10 @@ from signaling.transport.hub import SipTransportHub
 from storage.ports import CallRepository, CdrRepository, QualityReport
 
 log = get_logger("uc_edge.callcontrol")
+
+# Writes of a call queued within this time of each other share one transaction: the INVITE, 180 and 200
+# of a call answered at once become one, not three or four; rows trail the signalling by this much more.
+WRITE_COALESCE_SECONDS = 0.05
 
 CALL_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "INFO", "REFER", "NOTIFY", "UPDATE", "PRACK", "MESSAGE")
 
@@ -133,59 +133,6 @@ class SerialQueue:
             self._task.cancel()
 
 
-class WriteQueue:
-    """A call's repository writes in order: what is queued while a batch is written forms the next batch."""
-
-    def __init__(self, write: Callable[[list[PersistAction]], Awaitable[None]]) -> None:
-        self._pending: list[PersistAction] = []
-        self._task: asyncio.Task[None] | None = None
-        self._write = write
-
-    def extend(self, actions: list[PersistAction]) -> None:
-        self._pending += actions
-        if self._task is None:
-            self._task = asyncio.ensure_future(self._drain())
-
-    def put(self, action: PersistAction) -> None:
-        self.extend([action])
-
-    @property
-    def idle(self) -> bool:
-        return self._task is None
-
-    @property
-    def backlog(self) -> int:
-        return len(self._pending)
-
-    async def _drain(self) -> None:
-        try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                await self._write(batch)  # handles its own errors
-        finally:
-            self._task = None
-
-    async def wait(self) -> None:
-        while self._task is not None:
-            await asyncio.shield(self._task)
-
-    def cancel(self) -> int:
-        """Stop writing; returns how many queued writes are dropped (shutdown only)."""
-        dropped = len(self._pending)
-        self._pending = []
-        if self._task is not None:
-            self._task.cancel()
-        return dropped
-
-
-# A repository that cannot take a write now (PostgreSQL down or restarting): retry it, never drop it.
-def _unavailable(error: BaseException) -> bool:
-    return isinstance(error, OSError | TimeoutError) or type(error).__name__ == "DatabaseUnavailable"
-
-
-RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS = 0.05, 5.0
-
-
 @dataclasses.dataclass(eq=False)
 class _Running:
     call: Call
@@ -213,6 +160,7 @@ class CallControlService:
         route_timeout: float = 5.0,
         wallclock: Callable[[], float] = time.time,
         flood: FloodGuard | None = None,
+        write_coalesce_seconds: float = WRITE_COALESCE_SECONDS,
     ) -> None:
         self.hub = hub
         self.media = media
@@ -226,7 +174,8 @@ class CallControlService:
         self.wallclock = wallclock
         self.flood = flood
         self.stats = CallControlStats()
-        self._batching = callable(getattr(calls, "batch", None))
+        self.write_coalesce_seconds = write_coalesce_seconds
+        self._persistence = CallPersistence(calls, cdrs, self.stats)
         self._env = env
         self._running: dict[uuid.UUID, _Running] = {}
         self._draining: set[_Running] = set()  # finished calls whose queued writes still run
@@ -447,7 +396,7 @@ class CallControlService:
         running = _Running(
             call,
             SerialQueue(self._media_error(call)),
-            WriteQueue(lambda batch: self._write(running, batch)),
+            WriteQueue(lambda batch: self._write(running, batch), self.write_coalesce_seconds),
             call_context(str(call.call_id), str(call.correlation_id)),
         )
         self._running[call.call_id] = running
@@ -629,64 +578,9 @@ class CallControlService:
             return
         running.persist.put(RecordQuality(call.call_id, report))
 
-    # ------------------------------------------------------------------ repository writes
-
     async def _write(self, running: _Running, batch: list[PersistAction]) -> None:
-        """Write ``batch`` in order: runs of call writes in one transaction each (when the repository
-        batches), CDRs on their own (another database). Never raises."""
         with bind_call.of(running.log):
-            if not self._batching:
-                for action in batch:
-                    await self._write_with_retry(running, [action])
-                return
-            run: list[PersistAction] = []
-            for action in batch:
-                if isinstance(action, RecordCdr):
-                    if run:
-                        await self._write_with_retry(running, run)
-                        run = []
-                    await self._write_with_retry(running, [action])
-                else:
-                    run.append(action)
-            if run:
-                await self._write_with_retry(running, run)
-
-    async def _write_with_retry(self, running: _Running, actions: list[PersistAction]) -> None:
-        delay = RETRY_FIRST_SECONDS
-        while True:
-            try:
-                await self._apply(running, actions)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                if _unavailable(error):
-                    self.stats.persist_retries += 1
-                    if delay == RETRY_FIRST_SECONDS or delay >= RETRY_MAX_SECONDS:
-                        log.warning(
-                            "call writes wait for the database", error=str(error)[:300], writes=len(actions)
-                        )
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, RETRY_MAX_SECONDS)
-                    continue
-                if len(actions) > 1:  # one write broke a rule: keep the others, one by one
-                    for action in actions:
-                        await self._write_with_retry(running, [action])
-                    return
-                self.stats.persist_failures += 1
-                log.error(
-                    "call repository write failed", action=type(actions[0]).__name__, error=repr(error)[:500]
-                )
-                return
-
-    async def _apply(self, running: _Running, actions: list[PersistAction]) -> None:
-        if len(actions) == 1 and (isinstance(actions[0], RecordCdr) or not self._batching):
-            await run_persist(actions[0], self.calls_repo, self.cdrs)
-            return
-        self.stats.persist_batches += 1
-        async with self.calls_repo.batch(running.call.call_id) as writer:  # type: ignore[attr-defined]
-            for action in actions:
-                await run_persist(action, writer, self.cdrs)
+            await self._persistence.write(running.call.call_id, batch)
 
     def _media_error(self, call: Call) -> Callable[[BaseException], None]:
         context = call_context(str(call.call_id), str(call.correlation_id))

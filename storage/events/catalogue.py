@@ -41,8 +41,10 @@ class EventTopics:
         return EventTopics(call=prefix + self.call, cdr=prefix + self.cdr, conf=prefix + self.conf)
 
     def for_type(self, event_type: EventType | str) -> str:
-        family = _family(EventType(event_type))
-        return {"call": self.call, "cdr": self.cdr, "conference": self.conf}[family]
+        family = _FAMILIES[EventType(event_type)]
+        if family == "call":
+            return self.call
+        return self.cdr if family == "cdr" else self.conf
 
     def all(self) -> tuple[str, str, str]:
         return (self.call, self.cdr, self.conf)
@@ -53,8 +55,11 @@ DEFAULT_TOPICS = EventTopics()
 
 def key_field(event_type: EventType | str) -> str:
     """The envelope field whose value is the partition key: ``call_id`` or ``conf_session_id``."""
-    return "conf_session_id" if _family(EventType(event_type)) == "conference" else "call_id"
+    return "conf_session_id" if _FAMILIES[EventType(event_type)] == "conference" else "call_id"
 
 
 def _family(event_type: EventType) -> str:
     return event_type.value.split(".", 1)[0]
+
+
+_FAMILIES = {event_type: _family(event_type) for event_type in EventType}

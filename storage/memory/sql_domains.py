@@ -7,9 +7,10 @@ Not thread-safe; meant for unit tests and the contract suite.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
@@ -173,6 +174,8 @@ class _EventedMemoryRepository:
 
 # ---- calls ----
 
+_ABSENT = object()  # no row under that key before the batch's write
+
 
 class MemoryCallRepository(_EventedMemoryRepository):
     """``CallRepository`` in memory; events go to ``self.outbox``."""
@@ -189,6 +192,39 @@ class MemoryCallRepository(_EventedMemoryRepository):
         self._legs: dict[uuid.UUID, CallLeg] = {}
         self._attempts: list[RoutingAttempt] = []
         self._quality: list[tuple[uuid.UUID, QualityReport]] = []
+        # While a batch runs: what each write replaced, so a failing batch can put it back.
+        self._undo: list[tuple[dict[uuid.UUID, Any], uuid.UUID, Any]] | None = None
+
+    @contextlib.asynccontextmanager
+    async def batch(self, call_id: uuid.UUID | None = None) -> AsyncIterator[MemoryCallRepository]:
+        """The writes inside the block all stay, or none does: when one raises, the rows and events of
+        the block's earlier writes are taken back (as PostgreSQL rolls the transaction back). A batch
+        inside a batch joins it."""
+        if self._undo is not None:
+            yield self
+            return
+        undo: list[tuple[dict[uuid.UUID, Any], uuid.UUID, Any]] = []
+        marks = (len(self._attempts), len(self._quality), len(self.outbox.entries))
+        self._undo = undo
+        try:
+            yield self
+        except BaseException:
+            for table, key, previous in reversed(undo):
+                if previous is _ABSENT:
+                    del table[key]
+                else:
+                    table[key] = previous
+            del self._attempts[marks[0] :]
+            del self._quality[marks[1] :]
+            del self.outbox.entries[marks[2] :]
+            raise
+        finally:
+            self._undo = None
+
+    def _store(self, table: dict[uuid.UUID, Any], key: uuid.UUID, row: Any) -> None:
+        if self._undo is not None:
+            self._undo.append((table, key, table.get(key, _ABSENT)))
+        table[key] = row
 
     def _call(self, call_id: uuid.UUID) -> CallSession:
         try:
@@ -223,7 +259,7 @@ class MemoryCallRepository(_EventedMemoryRepository):
             ended_at=None,
         )
         self.outbox.emit(domain_events.call_started(session))
-        self._calls[call_id] = session
+        self._store(self._calls, call_id, session)
         return session
 
     async def add_leg(self, call_id: uuid.UUID, leg: NewLeg) -> CallLeg:
@@ -248,7 +284,7 @@ class MemoryCallRepository(_EventedMemoryRepository):
             ended_at=None,
         )
         self.outbox.emit(domain_events.call_leg_created(call, created, self._node_id))
-        self._legs[leg_id] = created
+        self._store(self._legs, leg_id, created)
         return created
 
     async def change_leg_state(
@@ -265,7 +301,7 @@ class MemoryCallRepository(_EventedMemoryRepository):
             leg, status=to_state, status_reason=reason, ended_at=when if terminal else leg.ended_at
         )
         self.outbox.emit(domain_events.call_leg_state_changed(call, changed, leg.status, when, self._node_id))
-        self._legs[leg_id] = changed
+        self._store(self._legs, leg_id, changed)
         return changed
 
     async def record_routing_attempt(
@@ -299,7 +335,7 @@ class MemoryCallRepository(_EventedMemoryRepository):
         when = call_rules.check_at("answer", at or self._clock(), call.started_at)
         answered = replace(call, status="answered", answered_at=when, answered_leg_id=leg_id)
         self.outbox.emit(domain_events.call_answered(answered, self._node_id))
-        self._calls[call_id] = answered
+        self._store(self._calls, call_id, answered)
         return answered
 
     async def end_call(
@@ -325,7 +361,7 @@ class MemoryCallRepository(_EventedMemoryRepository):
             ended_by=ended_by,
         )
         self.outbox.emit(domain_events.call_ended(ended, self._node_id))
-        self._calls[call_id] = ended
+        self._store(self._calls, call_id, ended)
         return ended
 
     async def report_quality(self, call_id: uuid.UUID, report: QualityReport) -> None:
@@ -442,6 +478,15 @@ class MemoryCdrRepository(_EventedMemoryRepository):
         self.outbox.emit(domain_events.cdr_created(record, self._node_id, self._clock()))
         self._cdrs[record.cdr_id] = record
         return record
+
+    async def record_cdrs(self, cdrs: Sequence[NewCdr]) -> list[CdrRecord]:
+        stored, emitted = dict(self._cdrs), len(self.outbox.entries)
+        try:
+            return [await self.record_cdr(cdr) for cdr in cdrs]
+        except BaseException:  # all or none, as the PostgreSQL transaction
+            self._cdrs = stored
+            del self.outbox.entries[emitted:]
+            raise
 
     async def get_cdr(self, cdr_id: uuid.UUID) -> CdrRecord | None:
         return self._cdrs.get(cdr_id)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 
 import asyncpg
 
-from storage.events import DEFAULT_TOPICS, EventTopics
+from storage.events import DEFAULT_TOPICS, EventTopics, OutboxEntry, outbox_entry
+from storage.kafka.outbox_writer import write_outbox
 from storage.ports import (
     BillingPlan,
     CdrRater,
@@ -79,6 +80,18 @@ class PgCdrRepository(EventedRepository):
 
     async def record_cdr(self, cdr: NewCdr) -> CdrRecord:
         async with transaction(self._pool, "recording a CDR") as conn:
+            return (await self._record(conn, [cdr]))[0]
+
+    async def record_cdrs(self, cdrs: Sequence[NewCdr]) -> list[CdrRecord]:
+        if not cdrs:
+            return []
+        async with transaction(self._pool, "recording CDRs") as conn:
+            return await self._record(conn, cdrs)
+
+    async def _record(self, conn: asyncpg.Connection, cdrs: Sequence[NewCdr]) -> list[CdrRecord]:
+        records: list[CdrRecord] = []
+        events: list[OutboxEntry] = []
+        for cdr in cdrs:
             plan = None
             if cdr.account_id is not None:
                 row = await conn.fetchrow(_SQL["plan_for_account"], cdr.account_id)
@@ -109,10 +122,14 @@ class PgCdrRepository(EventedRepository):
                 self._node_id,
             )
             if row is None:  # this call has its CDR already: a retry, not a second charge
-                return CdrRecord(**await conn.fetchrow(_SQL["cdr_for_call"], cdr.call_id))
+                records.append(CdrRecord(**await conn.fetchrow(_SQL["cdr_for_call"], cdr.call_id)))
+                continue
             record = CdrRecord(**row)
-            await self._emit(conn, domain_events.cdr_created(record, self._node_id, self._clock()))
-        return record
+            records.append(record)
+            event = domain_events.cdr_created(record, self._node_id, self._clock())  # validated by make_event
+            events.append(outbox_entry(event, self._topics, validated=True))
+        await write_outbox(conn, events)
+        return records
 
     async def get_cdr(self, cdr_id: uuid.UUID) -> CdrRecord | None:
         row = await self._pool.fetchrow(_SQL["get_cdr"], cdr_id)

@@ -302,3 +302,96 @@ async def test_postgres_lost_connection_is_a_clear_error_and_writes_nothing(
     finally:
         await admin.close()
         await pool.close()
+
+
+async def test_a_batch_commits_every_write_and_its_events_in_order(calls: CallsBackend) -> None:
+    """What the B2BUA does with the writes queued while earlier ones were in flight: one transaction."""
+    repo, clock = calls.repo, calls.clock
+    fresh = new_call(call_id=uuid.uuid4())
+    callee_leg = uuid.uuid4()
+    async with repo.batch(fresh.call_id) as writer:
+        call = await writer.start_call(fresh)
+        inbound = await writer.add_leg(call.call_id, NewLeg("sip", "inbound", "198.51.100.7:5060"))
+        outbound = await writer.add_leg(
+            call.call_id, NewLeg("sip", "outbound", "10.0.0.5:5060", leg_id=callee_leg)
+        )
+        clock.advance(0.2)
+        await writer.change_leg_state(outbound.leg_id, "early", reason="180 Ringing")
+        await writer.change_leg_state(inbound.leg_id, "early")
+        clock.advance(1.0)
+        await writer.change_leg_state(outbound.leg_id, "confirmed")
+        await writer.record_routing_attempt(
+            call.call_id,
+            step=1,
+            target="sip:bob@10.0.0.5",
+            result="answered",
+            sip_status=200,
+            leg_id=outbound.leg_id,
+        )
+        answered = await writer.answer_call(call.call_id, leg_id=outbound.leg_id)
+    assert answered.status == "answered" and answered.answered_leg_id == callee_leg
+    assert await repo.get_call(call.call_id) == answered
+    legs = await repo.list_legs(call.call_id)  # same start: listed in leg_id order
+    assert {leg.leg_id: leg.status for leg in legs} == {inbound.leg_id: "early", callee_leg: "confirmed"}
+    [attempt] = await repo.list_routing_attempts(call.call_id)
+    assert attempt.result == "answered" and attempt.leg_id == callee_leg
+
+    clock.advance(30)
+    async with repo.batch(call.call_id) as writer:  # a later batch of the same call reads what is stored
+        await writer.change_leg_state(inbound.leg_id, "terminated", reason="BYE")
+        ended = await writer.end_call(call.call_id, termination_cause="normal_clearing", ended_by="caller")
+    stored = {
+        leg.leg_id: (leg.status, leg.status_reason, leg.ended_at)
+        for leg in await repo.list_legs(call.call_id)
+    }
+    assert ended.status == "ended" and stored == {
+        inbound.leg_id: ("terminated", "BYE", clock.now),
+        callee_leg: ("confirmed", None, None),
+    }
+
+    rows = await calls.events()
+    assert [r["event_type"] for r in rows] == [
+        "call.started",
+        "call.leg.created",
+        "call.leg.created",
+        "call.leg.state_changed",
+        "call.leg.state_changed",
+        "call.leg.state_changed",
+        "call.routing.attempted",
+        "call.answered",
+        "call.leg.state_changed",
+        "call.ended",
+    ]
+    for row in rows:
+        validate_event(row["envelope"])
+        assert row["partition_key"] == str(call.call_id)
+    assert rows[7]["envelope"]["payload"]["setup_ms"] == 1200
+
+
+async def test_a_batch_whose_write_breaks_a_rule_keeps_nothing(calls: CallsBackend) -> None:
+    repo = calls.repo
+    call = await repo.start_call(new_call())
+    leg = await repo.add_leg(call.call_id, NewLeg("sip", "outbound", "10.0.0.5:5060"))
+    before = await calls.events()
+
+    with pytest.raises(InvalidStateChange, match="confirmed to early"):
+        async with repo.batch(call.call_id) as writer:
+            await writer.add_leg(call.call_id, NewLeg("sip", "inbound", "198.51.100.7:5060"))
+            await writer.change_leg_state(leg.leg_id, "confirmed")
+            await writer.record_routing_attempt(call.call_id, step=1, target="sip:bob@x", result="answered")
+            await writer.change_leg_state(leg.leg_id, "early")
+    with pytest.raises(ConflictError):
+        async with repo.batch() as writer:  # a new call and its leg, then a duplicate: none of it stays
+            lost = await writer.start_call(new_call(sip_call_id="lost@host"))
+            await writer.add_leg(lost.call_id, NewLeg("sip", "inbound", "198.51.100.7:5060"))
+            await writer.start_call(new_call(call_id=call.call_id))
+
+    assert [(stored.leg_id, stored.status) for stored in await repo.list_legs(call.call_id)] == [
+        (leg.leg_id, "initiated")
+    ]
+    assert await repo.list_routing_attempts(call.call_id) == []
+    assert await repo.get_call(lost.call_id) is None and await repo.list_legs(lost.call_id) == []
+    assert await calls.events() == before
+    # the repository goes on as if the failed batches never happened
+    await repo.change_leg_state(leg.leg_id, "early")
+    assert [r["event_type"] for r in await calls.events()][len(before) :] == ["call.leg.state_changed"]

@@ -14,7 +14,15 @@ import pytest
 
 from storage.events import validate_event
 from storage.memory.sql_domains import MemoryCdrRepository
-from storage.ports import BillingPlan, CdrRepository, ConflictError, NewBillingPlan, NewCdr, NotFoundError
+from storage.ports import (
+    BillingPlan,
+    CdrRepository,
+    ConflictError,
+    NewBillingPlan,
+    NewCdr,
+    NotFoundError,
+    Rating,
+)
 from storage.postgres.cdr import PgCdrRepository
 from storage.postgres.rating import TariffRater
 from tests.contract.pg_fixtures import (  # noqa: F401
@@ -217,3 +225,42 @@ async def test_postgres_cdrs_cannot_be_deleted(
         assert await repo.get_cdr(record.cdr_id) == record
     finally:
         await pool.close()
+
+
+class RefusingRater(TariffRater):
+    """Rates like the tariff rater, but cannot rate a call from ``refused`` (a write that fails)."""
+
+    def rate(self, cdr: NewCdr, plan: BillingPlan | None) -> Rating:
+        if cdr.caller == "refused":
+            raise ValueError("cannot rate this call")
+        return super().rate(cdr, plan)
+
+
+async def test_cdrs_recorded_together_are_all_kept_or_none(cdrs: CdrBackend) -> None:
+    """What the B2BUA does with the CDRs of calls that end together: one transaction."""
+    repo = cdrs.repo
+    first, second = a_cdr(30), a_cdr(None)
+    stored = await repo.record_cdr(first)
+    records = await repo.record_cdrs([first, second])  # first again: returned as stored, not re-emitted
+    assert records[0] == stored and records[1].call_id == second.call_id
+    assert await repo.cdr_for_call(second.call_id) == records[1]
+    events = await cdrs.events()
+    assert [e["envelope"]["payload"]["cdr_id"] for e in events] == [
+        str(stored.cdr_id),
+        str(records[1].cdr_id),
+    ]
+    assert await repo.record_cdrs([]) == []
+
+    strict: CdrRepository
+    if cdrs.pool is not None:
+        strict = PgCdrRepository(cdrs.pool, node_id=NODE, rater=RefusingRater())
+    else:
+        assert cdrs.fake is not None
+        strict = MemoryCdrRepository(node_id=NODE, rater=RefusingRater(), outbox=cdrs.fake.outbox)
+    third, refused = a_cdr(10), a_cdr(10, caller="refused")
+    with pytest.raises(ValueError, match="cannot rate"):
+        await strict.record_cdrs([third, refused])
+    assert await strict.cdr_for_call(third.call_id) is None
+    assert len(await cdrs.events()) == 2
+    [kept] = await strict.record_cdrs([third])
+    assert await strict.cdr_for_call(third.call_id) == kept

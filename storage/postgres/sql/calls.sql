@@ -25,6 +25,14 @@ SELECT call_id, correlation_id, sip_call_id, direction, call_type AS media, stat
 FROM call_sessions WHERE call_id = $1
 FOR UPDATE;
 
+-- name: lock_call_of_leg
+-- The call of leg $1, locked as lock_call does (no row: no such leg).
+SELECT call_id, correlation_id, sip_call_id, direction, call_type AS media, status, from_uri, to_uri,
+       initiator_account_id, callee_account_id, node_id, answered_leg_id, termination_cause, sip_status,
+       ended_by, started_at, answered_at, ended_at
+FROM call_sessions WHERE call_id = (SELECT call_id FROM call_legs WHERE leg_id = $1)
+FOR UPDATE;
+
 -- name: find_by_sip_call_id
 SELECT call_id, correlation_id, sip_call_id, direction, call_type AS media, status, from_uri, to_uri,
        initiator_account_id, callee_account_id, node_id, answered_leg_id, termination_cause, sip_status,
