@@ -7,11 +7,12 @@ every node of a cluster must agree on) and adapts types between the layers.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -78,6 +79,13 @@ class CredentialCache:
         """The registrar's ``CredentialLookup``: HA1 per algorithm."""
         return (await self._entry(username, realm))[2]
 
+    def cached(self, username: str, realm: str) -> _CacheEntry | None:
+        """The fresh cache entry for ``(username, realm)`` or ``None`` (no lookup)."""
+        cached = self._entries.get((username, realm))
+        if cached is not None and time.monotonic() - cached[0] < self._ttl:
+            return cached
+        return None
+
     async def _entry(self, username: str, realm: str) -> _CacheEntry:
         key = (username, realm)
         now = time.monotonic()
@@ -95,6 +103,91 @@ class CredentialCache:
             while len(self._entries) > self._capacity:
                 self._entries.popitem(last=False)
         return entry
+
+
+class RegistrarCredentials:
+    """The registrar's ``CredentialLookup`` over a :class:`CredentialCache`, safe to await outside an
+    asyncio Task (see :class:`InlineRun`): a cache hit answers without suspending; a miss runs the
+    database lookup in a Task of its own (asyncpg's connect and timeouts need a current task), shared
+    by every REGISTER of that user waiting meanwhile, so a storm after a restart is one query per user."""
+
+    def __init__(self, cache: CredentialCache) -> None:
+        self._cache = cache
+        self._fetching: dict[tuple[str, str], asyncio.Task[Mapping[DigestAlgorithm, str] | None]] = {}
+
+    async def __call__(self, username: str, realm: str) -> Mapping[DigestAlgorithm, str] | None:
+        entry = self._cache.cached(username, realm)
+        if entry is not None:
+            return entry[2]
+        key = (username, realm)
+        task = self._fetching.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._cache(username, realm))
+            self._fetching[key] = task
+            task.add_done_callback(lambda _task: self._fetching.pop(key, None))
+        # shield: a waiter that goes away must not cancel the lookup the others share
+        return await asyncio.shield(task)
+
+
+class InlineRun:
+    """Drives one coroutine to its end without an asyncio Task: the first step runs now, each later one
+    from the done callback of the future it awaits. A REGISTER with credentials then costs no Task (its
+    creation, registration in ``asyncio.all_tasks``, a step, a wake-up and a done callback scheduled
+    through the loop) and its Redis command leaves in the loop turn its datagram arrived in.
+
+    Only for coroutines that await plain futures and nothing that needs ``asyncio.current_task()``
+    (``asyncio.timeout``, ``wait_for`` on 3.12, redis-py's and asyncpg's I/O): here the registrar over
+    the pipelined location store (:class:`~storage.redis.location.PipelinedScripts`, whose connection
+    setup runs in its own task) and :class:`RegistrarCredentials`. ``finish(result, None)`` or
+    ``finish(None, error)`` is called exactly once, unless :meth:`close` came first."""
+
+    __slots__ = ("_coroutine", "_finish", "_live")
+
+    def __init__(
+        self,
+        coroutine: Coroutine[Any, Any, Any],
+        finish: Callable[[Any, BaseException | None], None],
+        live: set[InlineRun],
+    ) -> None:
+        self._coroutine = coroutine
+        self._finish: Callable[[Any, BaseException | None], None] | None = finish
+        self._live = live
+        live.add(self)
+        self._step(None)
+
+    def _step(self, _awaited: object) -> None:
+        finish = self._finish
+        if finish is None:  # closed meanwhile
+            return
+        try:
+            awaited = self._coroutine.send(None)
+        except StopIteration as stop:
+            self._done()
+            finish(stop.value, None)
+            return
+        except (Exception, asyncio.CancelledError) as error:
+            self._done()
+            finish(None, error)
+            return
+        if awaited is None:  # a bare yield (asyncio.sleep(0)): go on in the next loop turn
+            asyncio.get_running_loop().call_soon(self._step, None)
+        elif getattr(awaited, "_asyncio_future_blocking", None):  # an asyncio future, as a Task sees it
+            awaited._asyncio_future_blocking = False
+            awaited.add_done_callback(self._step)
+        else:
+            self._coroutine.close()
+            self._done()
+            finish(None, RuntimeError(f"InlineRun cannot await {awaited!r}"))
+
+    def _done(self) -> None:
+        self._finish = None
+        self._live.discard(self)
+
+    def close(self) -> None:
+        """Stop without finishing (shutdown): the coroutine gets GeneratorExit at its await."""
+        if self._finish is not None:
+            self._done()
+            self._coroutine.close()
 
 
 class GuardedHub(SipTransportHub):
@@ -118,6 +211,11 @@ class GuardedHub(SipTransportHub):
 
 def _ports_address(source: TransportAddress) -> ports.TransportAddress:
     return ports.TransportAddress(source.transport, source.host, source.port, source.connection_id)
+
+
+# Sources whose storage-side address is remembered (cleared when full): a phone registers from the same
+# address every time, and a frozen, validated dataclass costs more to build than the lookup.
+_SOURCE_CACHE_SIZE = 4096
 
 
 def call_control_config(settings: Settings) -> CallControlConfig:
@@ -180,6 +278,10 @@ class SipNode:
             self.endpoint, self.flood, application=self.router, max_stream_message=s.sip_max_message_bytes
         )
         self.registrar: Registrar | None = None
+        # REGISTERs with credentials in flight as InlineRun (when the registrar's ports allow it)
+        self._inline_registers = False
+        self._register_runs: set[InlineRun] = set()
+        self._source_addresses: dict[tuple[str, str, int, str | None], ports.TransportAddress] = {}
         self._tag_secret = os.urandom(32)  # keys the To tags of stateless answers (_stateless_to_tag)
         self._location: RedisLocationStore | None = None
         self.registrar_stats = {"registrations": 0, "rejections": 0, "overloaded": 0}
@@ -208,26 +310,7 @@ class SipNode:
         # The REGISTER hot path runs its scripts over one pipelined connection of its own (redis-py costs
         # ~100-150 µs of CPU per command); everything else keeps using the pool.
         location = self._location = RedisLocationStore(self._redis, pipelined=True)
-        domains = {s.sip_domain, s.sip_host}
-        if s.advertised_address:
-            domains.add(s.advertised_address)
-        self.registrar = Registrar(
-            location,
-            RegistrarConfig(
-                realm=s.sip_realm,
-                domains=frozenset(domains - {"0.0.0.0", "::"}),
-                default_expires=s.registrar_default_expires,
-                min_expires=s.registrar_min_expires,
-                max_expires=s.registrar_max_expires,
-            ),
-            authenticator=self.authenticator,
-            credentials=credentials,
-            flood=self.flood,
-            node_id=s.node_id,
-        )
-        self.router.route("REGISTER", self._on_register)
-        self.router.route("OPTIONS", self._on_options)
-        self.endpoint.stateless_responder = self._challenge_statelessly
+        self.install_registrar(location, credentials)
         await self.hub.start(
             s.sip_host,
             s.sip_udp_port,
@@ -252,6 +335,35 @@ class SipNode:
             SIP_METRICS,
         )
         REGISTRY.register(self._collector)
+
+    def install_registrar(self, location: RedisLocationStore, credentials: CredentialCache) -> None:
+        """The registrar over ``location`` and ``credentials``, routed for REGISTER and OPTIONS, and the
+        stateless 401 responder (``start`` calls this; ``bench/suites/register_cost.py`` too, with its
+        own store connection)."""
+        s = self.settings
+        domains = {s.sip_domain, s.sip_host}
+        if s.advertised_address:
+            domains.add(s.advertised_address)
+        # Over the pipelined store every await of a REGISTER is a plain future (see InlineRun);
+        # redis-py's own commands need a Task.
+        self._inline_registers = location.pipelined
+        self.registrar = Registrar(
+            location,
+            RegistrarConfig(
+                realm=s.sip_realm,
+                domains=frozenset(domains - {"0.0.0.0", "::"}),
+                default_expires=s.registrar_default_expires,
+                min_expires=s.registrar_min_expires,
+                max_expires=s.registrar_max_expires,
+            ),
+            authenticator=self.authenticator,
+            credentials=RegistrarCredentials(credentials),
+            flood=self.flood,
+            node_id=s.node_id,
+        )
+        self.router.route("REGISTER", self._on_register)
+        self.router.route("OPTIONS", self._on_options)
+        self.endpoint.stateless_responder = self._challenge_statelessly
 
     async def _start_call_control(
         self, accounts: PgAccountStore, credentials: CredentialCache, location: RedisLocationStore
@@ -309,6 +421,8 @@ class SipNode:
         if self.call_control is not None:
             await self.call_control.stop()
         await self.hub.stop()
+        for run in list(self._register_runs):
+            run.close()
         if self._owned_media is not None:
             await self._owned_media.close()
         for pool in (self._calls_pool, self._cdr_pool):
@@ -364,7 +478,7 @@ class SipNode:
         try:
             result = registrar.answer_unauthenticated(
                 request,
-                source=_ports_address(source),
+                source=self._source_address(source),
                 now=time.time(),
                 to_tag=self._stateless_to_tag(request),
             )
@@ -405,41 +519,65 @@ class SipNode:
                     "register refused", aor=result.aor, status=code, reason=result.reason, source=source_host
                 )
 
-    def _on_register(self, event: RequestReceived, hub: SipTransportHub) -> Awaitable[None] | None:
+    def _source_address(self, source: TransportAddress) -> ports.TransportAddress:
+        key = (source.transport, source.host, source.port, source.connection_id)
+        address = self._source_addresses.get(key)
+        if address is None:
+            address = _ports_address(source)
+            if len(self._source_addresses) >= _SOURCE_CACHE_SIZE:
+                self._source_addresses.clear()
+            self._source_addresses[key] = address
+        return address
+
+    def _on_register(self, event: RequestReceived, hub: SipTransportHub) -> Coroutine[Any, Any, None] | None:
         """A REGISTER without credentials (the 401 challenge) is answered here and now, without a task,
-        the store or the credential database; one with credentials becomes a task, or a 503 at once when
-        the registrar's backlog is full (queueing would only end in store timeouts)."""
+        the store or the credential database; one with credentials runs as an :class:`InlineRun` over
+        the pipelined store (else a task), or gets a 503 at once when the registrar's backlog is full
+        (queueing would only end in store timeouts)."""
         registrar = self.registrar
         if self._rejected(event) or event.transaction is None or registrar is None:
             return None
         transaction, request = event.transaction, event.request
-        source = _ports_address(event.source)
+        source = self._source_address(event.source)
         now = time.time()
-        stats = self.registrar_stats
-
-        def answer(result: RegisterResult) -> None:
-            self._count_register_answer(result, event.source.host)
-            hub.respond(transaction, result.response)
 
         early = registrar.answer_unauthenticated(request, source=source, now=now)
         if early is None and registrar.overloaded:
             early = registrar.overload_answer(request)
         if early is not None:
-            answer(early)
+            hub.respond(transaction, early.response)
+            self._count_register_answer(early, event.source.host)
             return None
 
-        async def authorized() -> None:
+        def finish(result: RegisterResult | None, error: BaseException | None) -> None:
             try:
-                result = await registrar.handle_register(request, source=source, now=now)
-            except Exception:
-                # Redis or PostgreSQL went away: the UA gets a 500 with Retry-After, never silence.
-                log.exception("register failed", source=event.source.host)
-                hub.respond(transaction, build_response(request, 500, headers=[("Retry-After", "5")]))
-                stats["rejections"] += 1
-                return
-            answer(result)
+                if result is None:
+                    # Redis or PostgreSQL went away: the UA gets a 500 with Retry-After, never silence
+                    # (answered before logging, which can fail too).
+                    self.registrar_stats["rejections"] += 1
+                    hub.respond(transaction, build_response(request, 500, headers=[("Retry-After", "5")]))
+                    log.error("register failed", source=event.source.host, exc_info=error)
+                    return
+                hub.respond(transaction, result.response)
+                self._count_register_answer(result, event.source.host)
+            except Exception:  # e.g. the transaction is gone (shutdown): count it like the hub does
+                hub.stats.application_errors += 1
+                log.exception("register answer failed", source=event.source.host)
 
-        return authorized()
+        work = registrar.handle_register(request, source=source, now=now)
+        if self._inline_registers:
+            InlineRun(work, finish, self._register_runs)
+            return None
+
+        async def in_task() -> None:
+            try:
+                result = await work
+            except Exception as error:
+                finish(None, error)
+                return
+            finish(result, None)
+
+        return in_task()
 
     # --- where we listen ------------------------------------------------------------------------------
 

@@ -10,7 +10,9 @@
 Every listener hands received bytes to :meth:`SipTransportHub.receive`; after each call into the
 endpoint the hub flushes: it sends what the endpoint queued, hands events to the application and
 re-arms its single ``loop.call_at`` timer from ``endpoint.get_timer()``. The endpoint's clock is
-``loop.time()``.
+``loop.time()``. A command the application gives while the hub is handing it an event (``respond`` in
+``on_event``) does not flush again: the flush already running sends its output and hands on its events
+once ``on_event`` returns, so a message costs one flush, however many answers it produced.
 
 The application is any object with ``on_event(event, hub)`` (see ``signaling.transport.application``);
 it answers through :meth:`respond`, starts requests with :meth:`send_request` (or awaits the final
@@ -41,6 +43,10 @@ from signaling.transport.stream import connect_stream, start_stream_server
 from signaling.transport.udp import open_udp_socket
 
 log = logging.getLogger(__name__)
+
+# Events that may complete a :meth:`SipTransportHub.request` (a tuple: isinstance is cheaper than with a
+# union type, and this runs for every event).
+_CLIENT_OUTCOMES = (ResponseReceived, TransactionTimeout, TransportError)
 
 
 class SipApplication(Protocol):
@@ -117,6 +123,7 @@ class SipTransportHub:
         self._tasks: set[asyncio.Task[None]] = set()
         self._waiters: dict[TransactionKey, asyncio.Future[Response]] = {}
         self._connection_counter = 0
+        self._flushing = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -248,14 +255,23 @@ class SipTransportHub:
     # ------------------------------------------------------------------ flushing
 
     def flush(self) -> None:
+        """Send what the endpoint queued and hand its events to the application until both are empty,
+        then re-arm the timer. Re-entrant calls (the application answering from ``on_event``, a send
+        failure) return at once: the loop below picks up what they queued, in order."""
+        if self._flushing:
+            return
+        self._flushing = True
         endpoint = self.endpoint
-        for data, destination in endpoint.datagrams_to_send():
-            self._send(data, destination)
-        while (event := endpoint.next_event()) is not None:
-            self._dispatch(event)
-        # the application may have answered: send that too, then re-arm the one timer
-        for data, destination in endpoint.datagrams_to_send():
-            self._send(data, destination)
+        try:
+            while True:
+                for data, destination in endpoint.datagrams_to_send():
+                    self._send(data, destination)
+                event = endpoint.next_event()
+                if event is None:
+                    break
+                self._dispatch(event)
+        finally:
+            self._flushing = False
         self._arm_timer()
 
     def _arm_timer(self) -> None:
@@ -276,7 +292,7 @@ class SipTransportHub:
         self.flush()
 
     def _dispatch(self, event: Event) -> None:
-        if isinstance(event, ResponseReceived | TransactionTimeout | TransportError):
+        if isinstance(event, _CLIENT_OUTCOMES):
             key = event.transaction
             waiter = self._waiters.get(key) if key is not None else None
             if waiter is not None and not waiter.done():

@@ -12,7 +12,7 @@ import asyncio
 import collections
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
 import hiredis
@@ -312,9 +312,9 @@ class PipelinedScripts:
     async def run(self, script: Any, sha: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """EVALSHA (EVAL if Redis does not know the script); a Redis error raises ``ResponseError``."""
         tail = (str(len(keys)), *keys, *args)
-        reply = await self._call(_command("EVALSHA", sha, *tail))
+        reply = await self._submit(_command("EVALSHA", sha, *tail))
         if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
-            reply = await self._call(_command("EVAL", script, *tail))
+            reply = await self._submit(_command("EVAL", script, *tail))
         if isinstance(reply, hiredis.ReplyError):
             raise ResponseError(str(reply))
         return reply
@@ -325,6 +325,17 @@ class PipelinedScripts:
             self._watchdog.cancel()
         if self._protocol is not None:
             self._protocol.abort(ConnectionError("closed"))
+
+    def _submit(self, command: bytes) -> Awaitable[Any]:
+        """The reply's future when connected (no coroutine frame between the caller and the reply:
+        one REGISTER resumes through one level less), else a coroutine that connects first."""
+        protocol = self._protocol
+        if protocol is None or protocol.transport is None:
+            return self._call(command)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        protocol.send(command, future, loop.time())
+        return future
 
     async def _call(self, command: bytes) -> Any:
         protocol = self._protocol
@@ -414,6 +425,12 @@ class RedisLocationStore:
         self._remove_all = client.register_script(_REMOVE_ALL)
         self._list = client.register_script(_LIST)
         self._apply = client.register_script(_APPLY)
+
+    @property
+    def pipelined(self) -> bool:
+        """``lookup``/``save``/``apply_register`` run over the pipelined connection: they await plain
+        futures only (no redis-py command, nothing that needs a current asyncio Task)."""
+        return self._pipe is not None
 
     async def aclose(self) -> None:
         """Close the pipelined connection (the redis-py client stays the caller's)."""
