@@ -224,6 +224,11 @@ class QualityReport:
 class CallWrites(_Protocol):
     """The writes of a :class:`CallRepository`; each emits its ``call.*`` event."""
 
+    async def preload(self, call_ids: _Sequence[_uuid.UUID]) -> None:
+        """A hint inside a batch: the stored calls these writes will touch, so an adapter can lock and
+        read them all at once instead of call by call. Changes nothing; may do nothing."""
+        ...
+
     async def start_call(self, call: NewCall) -> CallSession:
         """Insert the session (status initiated) + ``call.started``; ConflictError if call_id exists."""
         ...

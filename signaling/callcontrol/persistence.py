@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from edge.logs import get_logger
-from signaling.callcontrol.actions import PersistAction, RecordCdr
+from signaling.callcontrol.actions import PersistAction, RecordCallStart, RecordCdr
 from signaling.callcontrol.executor import run_persist
 from storage.ports import CallRepository, CallWrites, CdrRepository
 
@@ -258,6 +258,9 @@ class GroupCommit:
             return
         self.stats.persist_batches += 1
         async with self.calls.batch(call_id) as writer:
+            # PostgreSQL: lock and read the stored calls of the group at once (not the ones it starts).
+            if len(group) > 1:
+                await writer.preload([part.call_id for part in group if not _starts_call(part)])
             await _run_all(group, writer, self.cdrs)
 
 
@@ -277,6 +280,10 @@ async def _run_all(group: list[_Part], writer: CallWrites, cdrs: CdrRepository) 
     for part in group:
         for action in part.actions:
             await run_persist(action, writer, cdrs)
+
+
+def _starts_call(part: _Part) -> bool:
+    return any(isinstance(action, RecordCallStart) for action in part.actions)
 
 
 def _settle(group: list[_Part], error: BaseException | None) -> None:

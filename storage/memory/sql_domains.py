@@ -232,6 +232,9 @@ class MemoryCallRepository(_EventedMemoryRepository):
         except KeyError:
             raise NotFoundError(f"no call {call_id}") from None
 
+    async def preload(self, call_ids: Sequence[uuid.UUID]) -> None:
+        """Nothing to read ahead: every row is already in memory."""
+
     async def start_call(self, call: NewCall) -> CallSession:
         started_at = call.started_at or self._clock()
         call_rules.check_at("start", started_at, started_at)

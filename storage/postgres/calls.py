@@ -15,7 +15,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -43,10 +43,13 @@ _SQL = queries_for("calls")
 class CallWriter:
     """The writes of :class:`PgCallRepository` on one connection inside one transaction.
 
-    A call is locked (``FOR UPDATE``) the first time a write needs it and its legs are read once; the
-    rows this transaction writes replace the cached ones (``RETURNING``), so later writes of the batch
-    check their rules without reading again. Leg state changes are written by :meth:`flush` (one UPDATE
-    per leg, in one round trip). Events are queued and written before the commit, in order.
+    A call is locked (``FOR UPDATE``) the first time a write needs it and its legs are read once. Writes
+    change the cached rows — built here exactly as the INSERT/UPDATE would leave them, so later writes of
+    the batch check their rules without reading again — and :meth:`flush` sends them before the commit:
+    new calls, new legs, routing attempts, changed calls, changed legs, each kind as one ``executemany``
+    (one round trip for all the calls of a group commit) holding each row's final state. So a rule the
+    database enforces (a duplicate key, a check) fails at the flush, which aborts the batch as before.
+    Events are queued and written before the commit, in order.
     """
 
     def __init__(self, repo: PgCallRepository, conn: asyncpg.Connection, call_id: uuid.UUID | None) -> None:
@@ -56,7 +59,11 @@ class CallWriter:
         self._calls: dict[uuid.UUID, CallSession] = {}
         self._legs: dict[uuid.UUID, CallLeg] = {}
         self._legs_loaded: set[uuid.UUID] = set()
-        self._unsaved: dict[uuid.UUID, CallLeg] = {}  # legs whose new state flush() writes
+        self._unsaved: dict[uuid.UUID, CallLeg] = {}  # stored legs whose new state flush() writes
+        self._new_calls: dict[uuid.UUID, CallSession] = {}  # calls flush() inserts (in their final state)
+        self._changed_calls: dict[uuid.UUID, CallSession] = {}  # stored calls flush() updates
+        self._new_legs: dict[uuid.UUID, CallLeg] = {}  # legs flush() inserts (in their final state)
+        self._new_attempts: list[RoutingAttempt] = []
         self.events: list[Mapping[str, Any]] = []
 
     async def _call(self, call_id: uuid.UUID) -> CallSession:
@@ -67,6 +74,24 @@ class CallWriter:
                 raise NotFoundError(f"no call {call_id}")
             call = self._calls[call_id] = CallSession(**row)
         return call
+
+    async def preload(self, call_ids: Sequence[uuid.UUID]) -> None:
+        """Lock and read the stored calls among ``call_ids`` and their legs: two round trips for the calls
+        of a group commit instead of two per call (a call's teardown batch reads its call and legs).
+        Calls not stored yet (started by this batch) are skipped; calls already read are not read again."""
+        wanted = [call_id for call_id in dict.fromkeys(call_ids) if call_id not in self._legs_loaded]
+        if len(wanted) < 2:
+            return  # one call: _call/_load_legs read it when a write needs it (nothing read for nothing)
+        found: list[uuid.UUID] = []
+        for row in await self._conn.fetch(_SQL["lock_calls"], wanted):
+            call = CallSession(**row)
+            self._calls.setdefault(call.call_id, call)
+            found.append(call.call_id)
+        if found:
+            for row in await self._conn.fetch(_SQL["list_legs_of_calls"], found):
+                leg = CallLeg(**row)
+                self._legs.setdefault(leg.leg_id, leg)
+            self._legs_loaded.update(found)
 
     async def _load_legs(self, call_id: uuid.UUID) -> None:
         """Every leg of the (locked) call into the cache; rows written by this batch stay as written."""
@@ -102,52 +127,61 @@ class CallWriter:
 
     async def start_call(self, call: NewCall) -> CallSession:
         repo = self._repo
-        started_at = call.started_at or repo._clock()
+        started_at = _utc(call.started_at or repo._clock())
         call_rules.check_at("start", started_at, started_at)
-        try:
-            row = await self._conn.fetchrow(
-                _SQL["insert_call"],
-                call.call_id or uuid.uuid4(),
-                call.correlation_id,
-                call.sip_call_id,
-                call.direction,
-                call.media,
-                call.from_uri,
-                call.to_uri,
-                call.initiator_account_id,
-                call.callee_account_id,
-                repo._node_id,
-                started_at,
-            )
-        except asyncpg.UniqueViolationError:
-            raise ConflictError(f"call {call.call_id} already exists") from None
-        session = CallSession(**row)
-        self._calls[session.call_id] = session  # ours: nobody else can see it before the commit
-        self._legs_loaded.add(session.call_id)
+        call_id = call.call_id or uuid.uuid4()
+        if call_id in self._calls:
+            raise ConflictError(f"call {call_id} already exists")
+        session = CallSession(
+            call_id=call_id,
+            correlation_id=call.correlation_id,
+            sip_call_id=call.sip_call_id,
+            direction=call.direction,
+            media=call.media,
+            status="initiated",
+            from_uri=call.from_uri,
+            to_uri=call.to_uri,
+            initiator_account_id=call.initiator_account_id,
+            callee_account_id=call.callee_account_id,
+            node_id=repo._node_id,
+            answered_leg_id=None,
+            termination_cause=None,
+            sip_status=None,
+            ended_by=None,
+            started_at=started_at,
+            answered_at=None,
+            ended_at=None,
+        )
+        # Inserted by flush(): a call_id already stored fails there (ConflictError) and the batch with it.
+        self._calls[call_id] = self._new_calls[call_id] = session
+        self._legs_loaded.add(call_id)
         self.events.append(domain_events.call_started(session))
         return session
 
     async def add_leg(self, call_id: uuid.UUID, leg: NewLeg) -> CallLeg:
         call = await self._call(call_id)
         call_rules.check_can_add_leg(call)
-        started_at = call_rules.check_at("leg start", leg.started_at or self._repo._clock(), call.started_at)
-        try:
-            row = await self._conn.fetchrow(
-                _SQL["insert_leg"],
-                leg.leg_id or uuid.uuid4(),
-                call_id,
-                leg.leg_type,
-                leg.direction,
-                leg.remote_address,
-                leg.device_id,
-                leg.account_id,
-                leg.sip_call_id,
-                started_at,
-            )
-        except asyncpg.UniqueViolationError:
-            raise ConflictError(f"leg {leg.leg_id} already exists") from None
-        created = CallLeg(**row)
-        self._legs[created.leg_id] = created
+        started_at = call_rules.check_at(
+            "leg start", _utc(leg.started_at or self._repo._clock()), call.started_at
+        )
+        leg_id = leg.leg_id or uuid.uuid4()
+        if leg_id in self._legs:
+            raise ConflictError(f"leg {leg_id} already exists")
+        created = CallLeg(
+            leg_id=leg_id,
+            call_id=call_id,
+            leg_type=leg.leg_type,
+            direction=leg.direction,
+            remote_address=leg.remote_address,
+            device_id=leg.device_id,
+            account_id=leg.account_id,
+            sip_call_id=leg.sip_call_id,
+            status="initiated",
+            status_reason=None,
+            started_at=started_at,
+            ended_at=None,
+        )
+        self._legs[leg_id] = self._new_legs[leg_id] = created
         self.events.append(domain_events.call_leg_created(call, created, self._repo._node_id))
         return created
 
@@ -159,27 +193,61 @@ class CallWriter:
             raise NotFoundError(f"no leg {leg_id}")
         call = await self._call(leg.call_id)
         call_rules.check_leg_transition(leg, to_state, reason)
-        when = call_rules.check_at("leg state change", at or self._repo._clock(), leg.started_at)
+        when = call_rules.check_at("leg state change", _utc(at or self._repo._clock()), leg.started_at)
         # The row is written by flush(), once per leg however many changes the batch makes (a B2BUA
         # moves both legs initiated -> early -> confirmed in one batch); the event of each is kept.
         terminal = to_state in ("terminated", "failed")
         changed = dataclasses.replace(
             leg, status=to_state, status_reason=reason, ended_at=when if terminal else leg.ended_at
         )
-        self._legs[leg_id] = self._unsaved[leg_id] = changed
+        self._legs[leg_id] = changed
+        if leg_id in self._new_legs:
+            self._new_legs[leg_id] = changed
+        else:
+            self._unsaved[leg_id] = changed
         self.events.append(
             domain_events.call_leg_state_changed(call, changed, leg.status, when, self._repo._node_id)
         )
         return changed
 
     async def flush(self) -> None:
-        """Write the legs' states changed since the last flush: one UPDATE per leg, all in one round trip."""
+        """Write what the batch changed, each kind of row in one round trip, parents before children."""
+        conn = self._conn
+        try:
+            if self._new_calls:
+                calls, self._new_calls = list(self._new_calls.values()), {}
+                await conn.executemany(_SQL["insert_call_row"], [_call_row(call) for call in calls])
+            if self._new_legs:
+                legs, self._new_legs = list(self._new_legs.values()), {}
+                await conn.executemany(_SQL["insert_leg_row"], [_leg_row(leg) for leg in legs])
+            if self._new_attempts:
+                attempts, self._new_attempts = self._new_attempts, []
+                await conn.executemany(_SQL["insert_routing_row"], [_attempt_row(a) for a in attempts])
+        except asyncpg.UniqueViolationError as error:
+            raise ConflictError(_conflict(error)) from None
+        if self._changed_calls:
+            changed, self._changed_calls = list(self._changed_calls.values()), {}
+            await conn.executemany(
+                _SQL["update_call_row"],
+                [
+                    (c.call_id, c.status, c.answered_leg_id, c.termination_cause, c.sip_status, c.ended_by,
+                     c.answered_at, c.ended_at)
+                    for c in changed
+                ],
+            )  # fmt: skip
         if self._unsaved:
             legs, self._unsaved = list(self._unsaved.values()), {}
-            await self._conn.executemany(
+            await conn.executemany(
                 _SQL["update_leg_state"],
                 [(leg.leg_id, leg.status, leg.status_reason, leg.ended_at) for leg in legs],
             )
+
+    def _changed(self, call: CallSession) -> None:
+        self._calls[call.call_id] = call
+        if call.call_id in self._new_calls:
+            self._new_calls[call.call_id] = call
+        else:
+            self._changed_calls[call.call_id] = call
 
     async def record_routing_attempt(
         self,
@@ -194,16 +262,12 @@ class CallWriter:
     ) -> RoutingAttempt:
         call_rules.check_routing_attempt(step, target, result, sip_status)
         call = await self._call(call_id)
-        when = call_rules.check_at("routing attempt", at or self._repo._clock(), call.started_at)
+        when = call_rules.check_at("routing attempt", _utc(at or self._repo._clock()), call.started_at)
         if leg_id is not None and await self._leg(leg_id, call_id) is None:
             raise NotFoundError(f"leg {leg_id} is not a leg of call {call_id}")
-        try:
-            row = await self._conn.fetchrow(
-                _SQL["insert_routing_attempt"], call_id, step, target, result, sip_status, leg_id, when
-            )
-        except asyncpg.UniqueViolationError:
-            raise ConflictError(f"call {call_id} already has step {step} to {target}") from None
-        attempt = RoutingAttempt(**row)
+        # Inserted by flush(): a step already stored for this target fails there (ConflictError).
+        attempt = RoutingAttempt(uuid.uuid4(), call_id, step, target, result, sip_status, leg_id, when)
+        self._new_attempts.append(attempt)
         self.events.append(domain_events.call_routing_attempted(call, attempt, self._repo._node_id))
         return attempt
 
@@ -212,9 +276,9 @@ class CallWriter:
     ) -> CallSession:
         call = await self._call(call_id)
         call_rules.check_answer(call, await self._leg(leg_id, call_id), leg_id)
-        when = call_rules.check_at("answer", at or self._repo._clock(), call.started_at)
-        answered = CallSession(**await self._conn.fetchrow(_SQL["answer_call"], call_id, when, leg_id))
-        self._calls[call_id] = answered
+        when = call_rules.check_at("answer", _utc(at or self._repo._clock()), call.started_at)
+        answered = dataclasses.replace(call, status="answered", answered_at=when, answered_leg_id=leg_id)
+        self._changed(answered)
         self.events.append(domain_events.call_answered(answered, self._repo._node_id))
         return answered
 
@@ -231,18 +295,24 @@ class CallWriter:
         call = await self._call(call_id)
         if call.status == "ended":
             return call
-        when = call_rules.check_at("end", at or self._repo._clock(), call.answered_at or call.started_at)
-        ended = CallSession(
-            **await self._conn.fetchrow(
-                _SQL["end_call"], call_id, when, termination_cause, sip_status, ended_by
-            )
+        when = call_rules.check_at(
+            "end", _utc(at or self._repo._clock()), call.answered_at or call.started_at
         )
-        self._calls[call_id] = ended
+        ended = dataclasses.replace(
+            call,
+            status="ended",
+            ended_at=when,
+            termination_cause=termination_cause,
+            sip_status=sip_status,
+            ended_by=ended_by,
+        )
+        self._changed(ended)
         self.events.append(domain_events.call_ended(ended, self._repo._node_id))
         return ended
 
     async def report_quality(self, call_id: uuid.UUID, report: QualityReport) -> None:
         call = await self._call(call_id)
+        await self.flush()  # the call and leg this row references may be waiting for the flush
         if await self._leg(report.leg_id, call_id) is None:
             raise NotFoundError(f"leg {report.leg_id} is not a leg of call {call_id}")
         when = report.reported_at or self._repo._clock()
@@ -259,6 +329,39 @@ class CallWriter:
             when,
         )
         self.events.append(domain_events.call_quality_reported(call, report, when, self._repo._node_id))
+
+
+def _utc(when: dt.datetime) -> dt.datetime:
+    """``when`` as PostgreSQL hands a timestamptz back (UTC); a naive time is left for check_at to refuse."""
+    return when if when.tzinfo is None or when.tzinfo is dt.UTC else when.astimezone(dt.UTC)
+
+
+def _call_row(c: CallSession) -> tuple[Any, ...]:
+    return (
+        c.call_id, c.correlation_id, c.sip_call_id, c.direction, c.media, c.status, c.from_uri, c.to_uri,
+        c.initiator_account_id, c.callee_account_id, c.node_id, c.answered_leg_id, c.termination_cause,
+        c.sip_status, c.ended_by, c.started_at, c.answered_at, c.ended_at,
+    )  # fmt: skip
+
+
+def _leg_row(leg: CallLeg) -> tuple[Any, ...]:
+    return (
+        leg.leg_id, leg.call_id, leg.leg_type, leg.direction, leg.remote_address, leg.device_id,
+        leg.account_id, leg.sip_call_id, leg.status, leg.status_reason, leg.started_at, leg.ended_at,
+    )  # fmt: skip
+
+
+def _attempt_row(a: RoutingAttempt) -> tuple[Any, ...]:
+    return (a.attempt_id, a.call_id, a.step, a.target, a.result, a.sip_status, a.leg_id, a.attempted_at)
+
+
+def _conflict(error: asyncpg.UniqueViolationError) -> str:
+    constraint = getattr(error, "constraint_name", None) or ""
+    if constraint == "call_routing_step_target":
+        return f"a call already has this routing step and target ({error.detail or error})"
+    if constraint.startswith("call_legs"):
+        return f"leg already exists ({error.detail or error})"
+    return f"call already exists ({error.detail or error})"
 
 
 class PgCallRepository(EventedRepository):
@@ -278,6 +381,9 @@ class PgCallRepository(EventedRepository):
             # Envelopes straight from domain_events (make_event validated them): not validated again.
             entries = [outbox_entry(event, self._topics, validated=True) for event in writer.events]
             await write_outbox(conn, entries)
+
+    async def preload(self, call_ids: Sequence[uuid.UUID]) -> None:
+        """Outside a batch each write is its own transaction: nothing is held to read ahead into."""
 
     async def start_call(self, call: NewCall) -> CallSession:
         async with self.batch(call.call_id, "starting a call") as writer:

@@ -89,6 +89,8 @@ class PgCdrRepository(EventedRepository):
             return await self._record(conn, cdrs)
 
     async def _record(self, conn: asyncpg.Connection, cdrs: Sequence[NewCdr]) -> list[CdrRecord]:
+        if len(cdrs) > 1:
+            return await self._record_many(conn, cdrs)
         records: list[CdrRecord] = []
         events: list[OutboxEntry] = []
         for cdr in cdrs:
@@ -128,6 +130,47 @@ class PgCdrRepository(EventedRepository):
             records.append(record)
             event = domain_events.cdr_created(record, self._node_id, self._clock())  # validated by make_event
             events.append(outbox_entry(event, self._topics, validated=True))
+        await write_outbox(conn, events)
+        return records
+
+    async def _record_many(self, conn: asyncpg.Connection, cdrs: Sequence[NewCdr]) -> list[CdrRecord]:
+        """The CDRs of several calls in three round trips whatever their number: plans, inserts, read back."""
+        accounts = list({cdr.account_id for cdr in cdrs if cdr.account_id is not None})
+        plans: dict[uuid.UUID, BillingPlan] = {}
+        for account_id in accounts:
+            row = await conn.fetchrow(_SQL["plan_for_account"], account_id)
+            if row is not None:
+                plans[account_id] = BillingPlan(**row)
+        ids: list[uuid.UUID] = []
+        args: list[tuple[object, ...]] = []
+        for cdr in cdrs:
+            plan = plans.get(cdr.account_id) if cdr.account_id is not None else None
+            rating = self._rater.rate(cdr, plan)
+            cdr_id = uuid.uuid4()
+            ids.append(cdr_id)
+            args.append(
+                (
+                    cdr.call_id, cdr.correlation_id, cdr.account_id, cdr.device_id, cdr.caller, cdr.callee,
+                    cdr.direction, cdr.started_at, cdr.answered_at, cdr.ended_at, rating.duration_seconds,
+                    rating.billable_seconds, cdr.termination_cause, cdr.sip_status,
+                    plan.plan_id if plan else None, plan.per_minute_rate if plan else None,
+                    plan.billing_increment_seconds if plan else None, plan.minimum_charge if plan else None,
+                    rating.cost, rating.currency, self._node_id, cdr_id,
+                )
+            )  # fmt: skip
+        await conn.executemany(_SQL["insert_cdr_row"], args)
+        stored = {
+            row["call_id"]: CdrRecord(**row)
+            for row in await conn.fetch(_SQL["cdrs_for_calls"], [cdr.call_id for cdr in cdrs])
+        }
+        records: list[CdrRecord] = []
+        events: list[OutboxEntry] = []
+        for cdr, cdr_id in zip(cdrs, ids, strict=True):
+            record = stored[cdr.call_id]
+            records.append(record)
+            if record.cdr_id == cdr_id:  # ours: stored by this transaction (else a retry of a stored CDR)
+                event = domain_events.cdr_created(record, self._node_id, self._clock())
+                events.append(outbox_entry(event, self._topics, validated=True))
         await write_outbox(conn, events)
         return records
 

@@ -395,3 +395,41 @@ async def test_a_batch_whose_write_breaks_a_rule_keeps_nothing(calls: CallsBacke
     # the repository goes on as if the failed batches never happened
     await repo.change_leg_state(leg.leg_id, "early")
     assert [r["event_type"] for r in await calls.events()][len(before) :] == ["call.leg.state_changed"]
+
+
+async def test_rows_a_batch_returns_are_the_rows_it_stores(calls: CallsBackend) -> None:
+    """A whole call in one batch (as a short call under load is written): what each write returned is what
+    a later read gives back, column for column — the writer builds rows instead of reading them back."""
+    repo, clock = calls.repo, calls.clock
+    async with repo.batch() as writer:
+        call = await writer.start_call(new_call(sip_call_id="whole@host"))
+        caller = await writer.add_leg(call.call_id, NewLeg("sip", "inbound", "198.51.100.7:5060"))
+        callee = await writer.add_leg(call.call_id, NewLeg("sip", "outbound", "10.0.0.5:5060"))
+        attempt = await writer.record_routing_attempt(
+            call.call_id,
+            step=1,
+            target="sip:bob@10.0.0.5",
+            result="answered",
+            sip_status=200,
+            leg_id=callee.leg_id,
+        )
+        clock.advance(0.5)
+        await writer.change_leg_state(callee.leg_id, "confirmed")
+        await writer.answer_call(call.call_id, leg_id=callee.leg_id)
+        clock.advance(5)
+        caller = await writer.change_leg_state(caller.leg_id, "terminated", reason="BYE")
+        ended = await writer.end_call(call.call_id, termination_cause="normal_clearing", sip_status=200)
+    assert await repo.get_call(call.call_id) == ended
+    assert ended.status == "ended" and ended.answered_leg_id == callee.leg_id and ended.ended_at == clock.now
+    stored_legs = {leg.leg_id: leg for leg in await repo.list_legs(call.call_id)}
+    assert stored_legs[caller.leg_id] == caller and stored_legs[callee.leg_id].status == "confirmed"
+    assert await repo.list_routing_attempts(call.call_id) == [attempt]
+
+    before = await calls.events()
+    with pytest.raises(ConflictError):  # the same routing step twice: nothing of the batch stays
+        async with repo.batch(call.call_id) as writer:
+            again = await writer.start_call(new_call(sip_call_id="again@host"))
+            await writer.record_routing_attempt(again.call_id, step=1, target="t", result="busy")
+            await writer.record_routing_attempt(again.call_id, step=1, target="t", result="busy")
+    assert await repo.get_call(again.call_id) is None
+    assert await calls.events() == before

@@ -264,3 +264,22 @@ async def test_cdrs_recorded_together_are_all_kept_or_none(cdrs: CdrBackend) -> 
     assert len(await cdrs.events()) == 2
     [kept] = await strict.record_cdrs([third])
     assert await strict.cdr_for_call(third.call_id) == kept
+
+
+async def test_cdrs_recorded_together_are_rated_as_one_at_a_time(cdrs: CdrBackend) -> None:
+    """A batch of CDRs (the calls of one group commit) gives each the record and event record_cdr gives."""
+    account, other = uuid.uuid4(), uuid.uuid4()
+    standard = await cdrs.repo.create_plan(plan())
+    await cdrs.repo.assign_plan(account, standard.plan_id)
+    batch = [a_cdr(61.3, account_id=account), a_cdr(None, account_id=other), a_cdr(61.3, account_id=account)]
+    records = await cdrs.repo.record_cdrs(batch)
+    assert [r.call_id for r in records] == [c.call_id for c in batch]
+    assert records[0].cost == records[2].cost == Decimal("0.18") and records[0].plan_id == standard.plan_id
+    assert records[1].plan_id is None
+    for record in records:
+        assert await cdrs.repo.cdr_for_call(record.call_id) == record
+    rows = await cdrs.events()
+    assert [row["envelope"]["payload"]["cdr_id"] for row in rows] == [str(r.cdr_id) for r in records]
+    # The same CDRs again (a retry after a lost commit acknowledgement): the stored ones, no new events.
+    assert await cdrs.repo.record_cdrs(batch) == records
+    assert len(await cdrs.events()) == 3

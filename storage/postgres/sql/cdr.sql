@@ -62,3 +62,21 @@ SELECT cdr_id, call_id, correlation_id, account_id, device_id, caller, callee, d
 FROM cdr_records WHERE account_id = $1
 ORDER BY started_at DESC, cdr_id
 LIMIT $2;
+
+-- name: insert_cdr_row
+-- insert_cdr with the cdr_id chosen by the caller ($22) and nothing returned: a transaction writes its CDRs
+-- with one executemany, then reads them back with cdrs_for_calls (a CDR whose cdr_id is not the one sent
+-- was stored before: a retry, not a second charge).
+INSERT INTO cdr_records (call_id, correlation_id, account_id, device_id, caller, callee, direction, started_at,
+                         answered_at, ended_at, duration_seconds, billable_seconds, termination_cause, sip_status,
+                         plan_id, per_minute_rate, billing_increment_seconds, minimum_charge, cost, currency,
+                         node_id, cdr_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
+ON CONFLICT (call_id) DO NOTHING;
+
+-- name: cdrs_for_calls
+-- $1 call_ids (uuid[])
+SELECT cdr_id, call_id, correlation_id, account_id, device_id, caller, callee, direction, started_at,
+       answered_at, ended_at, duration_seconds, billable_seconds, termination_cause, sip_status, plan_id,
+       cost, currency
+FROM cdr_records WHERE call_id = ANY($1::uuid[]);
