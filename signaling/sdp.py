@@ -16,6 +16,7 @@ catch it before a generic ValueError → 400).
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -100,6 +101,7 @@ class Direction(enum.Enum):
 
 
 _DIRECTION_NAMES = frozenset(d.value for d in Direction)
+_DIRECTION_BY_NAME = {d.value: d for d in Direction}  # Direction(name) without the enum call machinery
 
 
 class NoCommonCodecError(ValueError):
@@ -126,9 +128,21 @@ def _parse_port(line_type: str, value: str, text: str) -> int:
     return port
 
 
+def _copy_connection(connection: Connection | None) -> Connection | None:
+    return (
+        None
+        if connection is None
+        else Connection(connection.address, connection.nettype, connection.addrtype)
+    )
+
+
+# ASCII letters and digits plus ``.:-_/%[]``, at least one (one regex call, not a generator per char).
+_ADDRESS = re.compile(r"[A-Za-z0-9.:_/%\[\]-]+")
+
+
 def _check_address(line_type: str, value: str, address: str) -> str:
     # Addresses may be FQDNs, IPv4/IPv6 literals, or multicast with /ttl/count suffixes.
-    if not address or not all(c.isascii() and (c.isalnum() or c in ".:-_/%[]") for c in address):
+    if not _ADDRESS.fullmatch(address):
         raise _field_error(line_type, value, f"address {address!r} is malformed")
     return address
 
@@ -258,6 +272,12 @@ class RtpMap:
 
     @classmethod
     def parse(cls, value: str) -> RtpMap:
+        if cls is RtpMap:
+            return _parse_rtpmap(value)
+        return cls._parse(value)
+
+    @classmethod
+    def _parse(cls, value: str) -> RtpMap:
         pt_text, sep, encoding = value.partition(" ")
         if not sep:
             raise _field_error("a", "rtpmap:" + value, "expected <payload type> <encoding>")
@@ -277,6 +297,14 @@ class RtpMap:
     def __str__(self) -> str:
         suffix = f"/{self.channels}" if self.channels != 1 else ""
         return f"{self.payload_type} {self.encoding_name}/{self.clock_rate}{suffix}"
+
+
+# The same few rtpmap values are parsed ~17 times a call (validation, codecs(), answer building); an
+# RtpMap is immutable, so one parsed value can be shared. A value that fails raises each time (the
+# cache keeps only results).
+@functools.lru_cache(maxsize=512)
+def _parse_rtpmap(value: str) -> RtpMap:
+    return RtpMap._parse(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,8 +370,9 @@ class _AttributeMixin:
     @property
     def explicit_direction(self) -> Direction | None:
         for attribute in self.attributes:
-            if attribute.name in _DIRECTION_NAMES:
-                return Direction(attribute.name)
+            direction = _DIRECTION_BY_NAME.get(attribute.name)
+            if direction is not None:
+                return direction
         return None
 
     def set_direction(self, direction: Direction) -> None:
@@ -425,6 +454,21 @@ class MediaDescription(_AttributeMixin):
             if proto in RTP_PROTOS and (not fmt.isdigit() or len(fmt) > 3 or int(fmt) > 127):
                 raise _field_error("m", value, f"RTP payload type {fmt!r} is not in 0..127")
         return cls(media, port, proto, formats, port_count)
+
+    def copy(self) -> MediaDescription:
+        """A deep copy (lists and line objects are new; strings and ints are shared)."""
+        return MediaDescription(
+            self.media,
+            self.port,
+            self.proto,
+            list(self.formats),
+            self.port_count,
+            self.information,
+            _copy_connection(self.connection),
+            [Bandwidth(b.bwtype, b.kbps) for b in self.bandwidths],
+            self.encryption_key,
+            [Attribute(a.name, a.value) for a in self.attributes],
+        )
 
     def m_line(self) -> str:
         port = f"{self.port}/{self.port_count}" if self.port_count is not None else str(self.port)
@@ -523,6 +567,37 @@ class SessionDescription(_AttributeMixin):
     @classmethod
     def parse(cls, data: str | bytes) -> SessionDescription:
         return _Parser(data).parse()
+
+    def copy(self) -> SessionDescription:
+        """A deep copy without a render/parse round trip (an INVITE session stamps a copy per SDP it sends).
+
+        Every mutable part is new (lists, ``Origin``, ``Connection``, ``Timing``, ``Attribute``,
+        ``Bandwidth``, media sections); immutable values are shared.
+        """
+        origin = self.origin
+        return SessionDescription(
+            Origin(
+                origin.username,
+                origin.session_id,
+                origin.session_version,
+                origin.address,
+                origin.nettype,
+                origin.addrtype,
+            ),
+            self.session_name,
+            _copy_connection(self.connection),
+            [Timing(t.start, t.stop, list(t.repeats)) for t in self.timings],
+            [Attribute(a.name, a.value) for a in self.attributes],
+            [media.copy() for media in self.media],
+            self.version,
+            self.information,
+            self.uri,
+            list(self.emails),
+            list(self.phones),
+            [Bandwidth(b.bwtype, b.kbps) for b in self.bandwidths],
+            self.time_zones,
+            self.encryption_key,
+        )
 
     def lines(self) -> Iterable[str]:
         yield f"v={self.version}"
@@ -720,12 +795,19 @@ class StreamDecision:
 
 def _match_codecs(offered: Sequence[Codec], supported: Sequence[Codec]) -> tuple[Codec, ...]:
     """Intersection in the offerer's order, with the offerer's payload type numbers."""
+    # Codec.matches compares (lower-cased name, clock rate, channels): keyed once per codec here.
+    ours_by_key: dict[tuple[str, int, int], Codec] = {}
+    for codec in supported:
+        ours_by_key.setdefault((codec.name.lower(), codec.clock_rate, codec.channels), codec)
     chosen: list[Codec] = []
+    taken: set[tuple[str, int, int]] = set()  # keys of chosen codecs: each matches its offered codec
     for offered_codec in offered:
-        ours = next((c for c in supported if c.matches(offered_codec)), None)
-        if ours is None or any(c.matches(offered_codec) for c in chosen):
+        key = (offered_codec.name.lower(), offered_codec.clock_rate, offered_codec.channels)
+        ours = ours_by_key.get(key)
+        if ours is None or key in taken:
             continue
-        chosen.append(replace(ours, payload_type=offered_codec.payload_type))
+        taken.add(key)
+        chosen.append(Codec(ours.name, ours.clock_rate, ours.channels, offered_codec.payload_type, ours.fmtp))
     if not any(codec.is_voice for codec in chosen):
         return ()
     return tuple(chosen)
@@ -861,7 +943,7 @@ def _assign_payload_types(codecs: Sequence[Codec]) -> list[Codec]:
             payload_type = next(free, None)
             if payload_type is None:
                 raise ValueError("out of dynamic payload types")
-            codec = replace(codec, payload_type=payload_type)
+            codec = Codec(codec.name, codec.clock_rate, codec.channels, payload_type, codec.fmtp)
         assigned.append(codec)
     return assigned
 

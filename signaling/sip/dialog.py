@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import re
 from collections.abc import Iterable, Iterator
 
@@ -145,8 +146,16 @@ def _contact_uri(message: SipMessage) -> str | None:
     if not contacts or contacts[0].strip() == "*":
         return None
     text = _uri_text_of(contacts[0])
-    URI.parse(text)  # validate: raises ValueError
+    _check_uri(text)  # validate: raises ValueError
     return text
+
+
+# A peer sends the same Contact URI call after call; parsing it only to validate costs more than the
+# rest of building a dialog. Parsing is a pure function of the text and only successes are cached, so an
+# invalid URI raises every time.
+@functools.lru_cache(maxsize=1024)
+def _check_uri(text: str) -> None:
+    URI.parse(text)
 
 
 class Dialog:

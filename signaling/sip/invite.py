@@ -441,7 +441,10 @@ def _has_sdp(message: Request | Response) -> bool:
 
 
 def _copy_sdp(sdp: SessionDescription) -> SessionDescription:
-    return SessionDescription.parse(str(sdp))
+    # A structural deep copy: the session owns what it stamps and sends, and the caller may keep
+    # changing its object. (It was a render/parse round trip, ~2 parses per call for nothing new: the
+    # SDP given here is built by our own offer/answer code from parsed descriptions.)
+    return sdp.copy()
 
 
 def _option_values(message: Request | Response, header: str) -> list[str]:
@@ -591,10 +594,11 @@ class InviteSession:
         return out
 
     def get_timer(self) -> float | None:
-        deadlines = list(self._timers.values())
+        earliest = min(self._timers.values(), default=None)
         if self._reliable is not None and (deadline := self._reliable.get_timer()) is not None:
-            deadlines.append(deadline)
-        return min(deadlines) if deadlines else None
+            if earliest is None or deadline < earliest:
+                earliest = deadline
+        return earliest
 
     def handle_timer(self, now: float) -> None:
         if self._reliable is not None:

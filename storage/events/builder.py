@@ -8,7 +8,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from storage.events.catalogue import CURRENT_SCHEMA_VERSION, DEFAULT_TOPICS, EventTopics, EventType, key_field
+from storage.events.catalogue import (
+    CURRENT_SCHEMA_VERSION,
+    DEFAULT_TOPICS,
+    EventTopics,
+    EventType,
+    as_event_type,
+    key_field,
+)
 from storage.events.validation import EventValidationError, validate_event
 
 
@@ -34,7 +41,7 @@ def make_event(
 ) -> dict[str, Any]:
     """A validated envelope; raises :class:`EventValidationError` naming the field that is wrong."""
     try:
-        kind = EventType(event_type)
+        kind = as_event_type(event_type)
     except ValueError:
         raise EventValidationError(f"unknown event type {event_type!r}") from None
     envelope: dict[str, Any] = {
@@ -76,7 +83,7 @@ def outbox_entry(
     """
     if not validated:
         validate_event(envelope)
-    event_type = EventType(envelope["type"])
+    event_type = as_event_type(envelope["type"])
     return OutboxEntry(
         event_id=uuid.UUID(envelope["event_id"]),
         topic=topics.for_type(event_type),

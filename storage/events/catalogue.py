@@ -41,7 +41,7 @@ class EventTopics:
         return EventTopics(call=prefix + self.call, cdr=prefix + self.cdr, conf=prefix + self.conf)
 
     def for_type(self, event_type: EventType | str) -> str:
-        family = _FAMILIES[EventType(event_type)]
+        family = _FAMILIES[as_event_type(event_type)]
         if family == "call":
             return self.call
         return self.cdr if family == "cdr" else self.conf
@@ -55,7 +55,21 @@ DEFAULT_TOPICS = EventTopics()
 
 def key_field(event_type: EventType | str) -> str:
     """The envelope field whose value is the partition key: ``call_id`` or ``conf_session_id``."""
-    return "conf_session_id" if _FAMILIES[EventType(event_type)] == "conference" else "call_id"
+    return "conf_session_id" if _FAMILIES[as_event_type(event_type)] == "conference" else "call_id"
+
+
+def as_event_type(value: EventType | str) -> EventType:
+    """``EventType(value)`` without the enum machinery for a known value (~13 lookups per event).
+
+    A member or a string equal to a member's value is found in a plain dict (a ``StrEnum`` member hashes
+    and compares as its value); anything else goes to ``EventType(value)``, so an unknown value raises
+    the same ``ValueError`` as before.
+    """
+    try:
+        kind = _BY_VALUE.get(value)
+    except TypeError:  # unhashable: let the enum raise its usual error
+        kind = None
+    return kind if kind is not None else EventType(value)
 
 
 def _family(event_type: EventType) -> str:
@@ -63,3 +77,4 @@ def _family(event_type: EventType) -> str:
 
 
 _FAMILIES = {event_type: _family(event_type) for event_type in EventType}
+_BY_VALUE: dict[str, EventType] = {event_type.value: event_type for event_type in EventType}

@@ -12,7 +12,7 @@ from typing import Any
 import fastjsonschema
 import jsonschema
 
-from storage.events.catalogue import EventType
+from storage.events.catalogue import EventType, as_event_type
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 ENVELOPE_SCHEMA_FILE = SCHEMA_DIR / "envelope.json"
@@ -33,7 +33,7 @@ def validate_event(envelope: Any) -> None:
     raw_type = envelope.get("type")
     event_id = envelope.get("event_id", "?")
     try:
-        event_type = EventType(str(raw_type))
+        event_type = as_event_type(str(raw_type))
     except ValueError:
         raise EventValidationError(f"event {event_id}: unknown event type {raw_type!r}") from None
     fast_check, validator = _validators(event_type)

@@ -196,3 +196,21 @@ def test_compiled_checker_agrees_with_the_reference_validator(event_type: EventT
         except fastjsonschema.JsonSchemaException:
             fast_ok = False
         assert fast_ok == reference.is_valid(candidate), candidate
+
+
+@pytest.mark.parametrize("event_type", list(EventType))
+def test_as_event_type_matches_the_enum_for_members_and_values(event_type: EventType) -> None:
+    from storage.events.catalogue import as_event_type
+
+    assert as_event_type(event_type) is event_type
+    assert as_event_type(event_type.value) is EventType(event_type.value)
+
+
+@pytest.mark.parametrize("value", ["call.nope", "", "CALL_STARTED", "Call.Started"])
+def test_as_event_type_raises_like_the_enum_for_unknown_values(value: str) -> None:
+    from storage.events.catalogue import as_event_type
+
+    with pytest.raises(ValueError, match="is not a valid EventType"):
+        as_event_type(value)
+    with pytest.raises(EventValidationError, match="unknown event type"):
+        make_event(value, payload={}, correlation_id="c", node_id="n", call_id="x")

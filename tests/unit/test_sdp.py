@@ -402,3 +402,62 @@ def test_rtpmap_and_attribute_helpers() -> None:
     assert str(Attribute("rtcp-mux")) == "rtcp-mux"
     assert Direction.SENDONLY.reversed() is Direction.RECVONLY
     assert DEFAULT_CODECS[0].name == "opus"
+
+
+_FULL_SESSION = crlf(
+    """
+v=0
+o=alice 2890844526 2890844527 IN IP4 192.0.2.1
+s=call
+i=info
+u=http://example.com/x
+e=a@example.com
+p=+1 555 0100
+c=IN IP4 192.0.2.1
+b=AS:128
+t=0 0
+r=7d 1h 0 25h
+z=2882844526 -1h
+k=prompt
+a=group:BUNDLE 0
+m=audio 49170/2 RTP/AVP 0 101
+i=voice
+c=IN IP4 192.0.2.2
+b=TIAS:64000
+k=clear:x
+a=rtpmap:101 telephone-event/8000
+a=fmtp:101 0-15
+a=sendrecv
+a=rtcp-mux
+m=video 0 RTP/AVP 96
+"""
+)
+
+
+@pytest.mark.parametrize("text", [SIPP_OFFER, BARESIP_OFFER, CHROME_OFFER, AUDIO_VIDEO_OFFER, _FULL_SESSION])
+def test_copy_equals_a_render_parse_round_trip(text: str) -> None:
+    sdp = SessionDescription.parse(text)
+    copy = sdp.copy()
+    assert copy == SessionDescription.parse(str(sdp))
+    assert str(copy) == str(sdp)
+
+
+def test_copy_shares_no_mutable_part() -> None:
+    sdp = SessionDescription.parse(_FULL_SESSION)
+    copy = sdp.copy()
+    copy.origin.session_version += 1
+    assert copy.connection is not None
+    copy.connection.address = "198.51.100.1"
+    copy.timings[0].repeats.append("x")
+    copy.attributes[0].value = "BUNDLE 1"
+    copy.bandwidths[0].kbps = 1
+    copy.emails.append("b@example.com")
+    copy.phones.clear()
+    media = copy.media[0]
+    media.formats.append("8")
+    media.attributes.pop()
+    media.bandwidths[0].kbps = 1
+    assert media.connection is not None
+    media.connection.address = "198.51.100.2"
+    copy.media.pop()
+    assert sdp == SessionDescription.parse(_FULL_SESSION)

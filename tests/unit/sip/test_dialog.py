@@ -236,3 +236,17 @@ def test_dialog_set_finds_early_forks_and_responses() -> None:
     response = build_response(request, 200, to_tag="f2")
     found = dialogs.find_for_response(response)
     assert found is not None and found.id.remote_tag == "f2"
+
+
+def test_contact_uri_validation_is_cached_for_valid_uris_and_raises_each_time_for_invalid_ones() -> None:
+    from signaling.sip.dialog import _check_uri, _contact_uri
+
+    message = build_response(invite(), 200, to_tag="btag", headers=[("Contact", "<sip:bob@192.0.2.31>")])
+    assert _contact_uri(message) == "sip:bob@192.0.2.31"
+    hits = _check_uri.cache_info().hits
+    assert _contact_uri(message) == "sip:bob@192.0.2.31"
+    assert _check_uri.cache_info().hits == hits + 1
+    bad = build_response(invite(), 200, to_tag="btag", headers=[("Contact", "<notauri>")])
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            _contact_uri(bad)
