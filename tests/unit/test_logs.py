@@ -4,10 +4,25 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 
 import pytest
+import structlog
 
 from edge.logs import bind_call, configure_logging, get_logger
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """configure_logging binds the stream it finds (capsys's, closed after the test): put back what was
+    there, so later tests in the same process do not log into a closed file."""
+    config = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.configure(**config)
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def test_json_lines_carry_the_call_identifiers(capsys: pytest.CaptureFixture[str]) -> None:
