@@ -85,10 +85,12 @@ from signaling.sip.invite import (
     SendResponse,
     Terminated,
 )
-from signaling.sip.message import Request, Response, cseq_of, from_tag, to_tag
+from signaling.sip.message import Request, Response, cseq_of, from_tag, max_forwards, to_tag
 from signaling.sip.routing import DEFAULT_PORTS, TRANSPORTS, TransportAddress
 from signaling.sip.timers import DEFAULT_TIMERS, TimerSettings
 from storage.ports import LEG_TRANSITIONS, NewCall, NewCdr, NewLeg
+
+DEFAULT_MAX_FORWARDS = 70  # RFC 3261 8.1.1.6, for a request that arrived without the header
 
 CALL_COMPLETED_ELSEWHERE = Reason("SIP", 200, "Call completed elsewhere")
 NORMAL_CLEARING = Reason("Q.850", 16, "Normal call clearing")
@@ -282,6 +284,11 @@ class Call:
         self.call_id = env.new_id()
         self.correlation_id = env.new_id()
         self.sip_call_id = invite.headers.get("Call-ID") or ""
+        # Every leg we start for this call carries the caller's Max-Forwards less one (RFC 3261 16.6
+        # step 3, kept across the B2BUA): a call routed back to us by a trunk loses a hop each time
+        # round and ends in 483, instead of looping for ever as a fresh 70 would.
+        received = max_forwards(invite)
+        self.max_forwards = DEFAULT_MAX_FORWARDS if received is None else max(received - 1, 0)
         self.started_at = now
         self.answered_at: float | None = None
         self.phase = Phase.ROUTING
@@ -648,6 +655,7 @@ class Call:
             call_id=call_id,
             cseq=cseq,
             headers=headers,
+            max_forwards=self.max_forwards,
             timers=self.env.timers,
             answerer=self._answerer(leg),
         )

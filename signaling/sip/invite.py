@@ -541,9 +541,12 @@ class InviteSession:
         call_id: str | None = None,
         cseq: int = 1,
         headers: Iterable[tuple[str, str]] = (),
+        max_forwards: int = 70,
         **options: Any,
     ) -> InviteSession:
-        """A caller. ``offer=None`` is a late offer: the ``answerer`` answers the offer in the 2xx."""
+        """A caller. ``offer=None`` is a late offer: the ``answerer`` answers the offer in the 2xx.
+        ``max_forwards``: a B2BUA passes on its inbound INVITE's count less one, so a routing loop
+        through B2BUAs still ends in 483 instead of going round for ever."""
         session = cls("uac", local_address=local_address, local_contact=local_contact, **options)
         if offer is None and session.answerer is None:
             raise LocalProtocolError("a late-offer INVITE needs an answerer for the offer in the 2xx")
@@ -562,6 +565,7 @@ class InviteSession:
             call_id=session.call_id,
             cseq=cseq,
             contact=local_contact,
+            max_forwards=max_forwards,
         )
         session.invite = invite
         if offer is not None:

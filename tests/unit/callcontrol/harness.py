@@ -175,7 +175,7 @@ class Switchboard:
         self.phones[(host, port)] = phone
         return phone
 
-    def dial(self, caller: Phone, callee_uri: str, *, offer: bool = True) -> None:
+    def dial(self, caller: Phone, callee_uri: str, *, offer: bool = True, max_forwards: int = 70) -> None:
         caller.session = InviteSession.create_uac(
             from_uri=f"<sip:{caller.name}@uc-edge.local>",
             to_uri=f"<{callee_uri}>",
@@ -183,6 +183,7 @@ class Switchboard:
             local_address=caller.address,
             local_contact=f"<{caller.uri}>",
             offer=caller.offer() if offer else None,
+            max_forwards=max_forwards,
             timers=TIMERS,
             answerer=caller.answerer,
         )

@@ -110,3 +110,14 @@ def test_a_callee_leg_over_a_websocket_flow_carries_a_ws_via() -> None:
     assert ws.transport == "WS" and ws.via("z9hG4bKx").startswith("SIP/2.0/WS 192.0.2.9:5060;")
     assert env.local_address("TCP").transport == "TCP"
     assert env.contact(ws).endswith(";transport=ws>")
+
+
+def test_callee_leg_carries_the_callers_max_forwards_less_one() -> None:
+    for sent, expected in ((70, "69"), (10, "9"), (1, "0")):
+        board = Switchboard(to_bob)
+        alice = board.phone("alice", "192.0.2.10", 5060, 40000)
+        bob = board.phone("bob", "192.0.2.20", 5062, 42000)
+        board.dial(alice, "sip:bob@uc-edge.local", max_forwards=sent)
+        invite = bob.received[0]
+        assert invite.method == "INVITE"
+        assert invite.headers.get("Max-Forwards") == expected, sent
