@@ -241,26 +241,7 @@ class MemoryCallRepository(_EventedMemoryRepository):
         call_id = call.call_id or uuid.uuid4()
         if call_id in self._calls:
             raise ConflictError(f"call {call_id} already exists")
-        session = CallSession(
-            call_id=call_id,
-            correlation_id=call.correlation_id,
-            sip_call_id=call.sip_call_id,
-            direction=call.direction,
-            media=call.media,
-            status="initiated",
-            from_uri=call.from_uri,
-            to_uri=call.to_uri,
-            initiator_account_id=call.initiator_account_id,
-            callee_account_id=call.callee_account_id,
-            node_id=self._node_id,
-            answered_leg_id=None,
-            termination_cause=None,
-            sip_status=None,
-            ended_by=None,
-            started_at=started_at,
-            answered_at=None,
-            ended_at=None,
-        )
+        session = call_rules.new_session(call, call_id, self._node_id, started_at)
         self.outbox.emit(domain_events.call_started(session))
         self._store(self._calls, call_id, session)
         return session
@@ -272,20 +253,7 @@ class MemoryCallRepository(_EventedMemoryRepository):
         leg_id = leg.leg_id or uuid.uuid4()
         if leg_id in self._legs:
             raise ConflictError(f"leg {leg.leg_id} already exists")
-        created = CallLeg(
-            leg_id=leg_id,
-            call_id=call_id,
-            leg_type=leg.leg_type,
-            direction=leg.direction,
-            remote_address=leg.remote_address,
-            device_id=leg.device_id,
-            account_id=leg.account_id,
-            sip_call_id=leg.sip_call_id,
-            status="initiated",
-            status_reason=None,
-            started_at=started_at,
-            ended_at=None,
-        )
+        created = call_rules.new_leg(leg, leg_id, call_id, started_at)
         self.outbox.emit(domain_events.call_leg_created(call, created, self._node_id))
         self._store(self._legs, leg_id, created)
         return created

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import uuid
 
 from storage.ports import (
     ENDED_BY,
@@ -11,6 +12,8 @@ from storage.ports import (
     CallLeg,
     CallSession,
     InvalidStateChange,
+    NewCall,
+    NewLeg,
 )
 
 _RESULT = re.compile(r"^[a-z_]{1,32}$")
@@ -66,3 +69,45 @@ def check_end(termination_cause: str, sip_status: int | None, ended_by: str | No
     check_sip_status(sip_status)
     if ended_by is not None and ended_by not in ENDED_BY:
         raise ValueError(f"ended_by must be one of {', '.join(ENDED_BY)} or None, got {ended_by!r}")
+
+
+def new_session(call: NewCall, call_id: uuid.UUID, node_id: str, started_at: dt.datetime) -> CallSession:
+    """The row a started call becomes (status initiated), as the database stores it."""
+    return CallSession(
+        call_id=call_id,
+        correlation_id=call.correlation_id,
+        sip_call_id=call.sip_call_id,
+        direction=call.direction,
+        media=call.media,
+        status="initiated",
+        from_uri=call.from_uri,
+        to_uri=call.to_uri,
+        initiator_account_id=call.initiator_account_id,
+        callee_account_id=call.callee_account_id,
+        node_id=node_id,
+        answered_leg_id=None,
+        termination_cause=None,
+        sip_status=None,
+        ended_by=None,
+        started_at=started_at,
+        answered_at=None,
+        ended_at=None,
+    )
+
+
+def new_leg(leg: NewLeg, leg_id: uuid.UUID, call_id: uuid.UUID, started_at: dt.datetime) -> CallLeg:
+    """The row an added leg becomes (status initiated), as the database stores it."""
+    return CallLeg(
+        leg_id=leg_id,
+        call_id=call_id,
+        leg_type=leg.leg_type,
+        direction=leg.direction,
+        remote_address=leg.remote_address,
+        device_id=leg.device_id,
+        account_id=leg.account_id,
+        sip_call_id=leg.sip_call_id,
+        status="initiated",
+        status_reason=None,
+        started_at=started_at,
+        ended_at=None,
+    )
