@@ -42,7 +42,8 @@ class Trunk:
 
     ``register``: keep a binding at the trunk's registrar (outbound registration, refreshed until the node
     stops) for ``sip:{register_user}@{register_domain}`` (defaults: ``username`` and ``host``), asking
-    for ``register_expires`` seconds.
+    for ``register_expires`` seconds. A registering trunk without ``inbound_sources`` whose host is an IP
+    address accepts calls from that address: a carrier we register with sends our calls from there.
     """
 
     name: str
@@ -105,12 +106,23 @@ class Trunk:
     def registration_domain(self) -> str:
         return self.register_domain or self.host
 
+    @property
+    def accepted_sources(self) -> tuple[str, ...]:
+        """Who may call us through this trunk: ``inbound_sources``, else the registrar's own address."""
+        if self.inbound_sources or not self.register:
+            return self.inbound_sources
+        try:
+            ipaddress.ip_address(self.host.strip("[]"))
+        except ValueError:
+            return ()  # a host name: resolving it here would be I/O; list its addresses explicitly
+        return (self.host.strip("[]"),)
+
     def accepts_from(self, host: str) -> bool:
         try:
             address = ipaddress.ip_address(host.strip("[]"))
         except ValueError:
             return False
-        return any(address in ipaddress.ip_network(source, strict=False) for source in self.inbound_sources)
+        return any(address in ipaddress.ip_network(source, strict=False) for source in self.accepted_sources)
 
     def matches(self, user: str) -> str | None:
         """The prefix of ``user`` this trunk serves (longest first), or None."""

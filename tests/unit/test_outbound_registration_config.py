@@ -146,3 +146,24 @@ def test_cli_lines_for_trunk_registrations() -> None:
         "backup\tunavailable\t-\tstatus -\tno tls listener to register from",
     ]
     assert trunk_registration_lines([]) == ["no trunk registrations"]
+
+
+def test_a_registering_trunk_accepts_calls_from_its_own_address() -> None:
+    registering = Trunk(name="carrier", host="198.51.100.7", username="u", password="p", register=True)
+    assert registering.accepts_from("198.51.100.7")
+    assert not registering.accepts_from("198.51.100.8")
+    # Not registering: only inbound_sources count, and there are none.
+    assert not Trunk(name="static", host="198.51.100.7").accepts_from("198.51.100.7")
+    # Explicit sources win over the derived one.
+    listed = Trunk(
+        name="listed",
+        host="198.51.100.7",
+        username="u",
+        password="p",
+        register=True,
+        inbound_sources=("203.0.113.0/24",),
+    )
+    assert listed.accepts_from("203.0.113.9") and not listed.accepts_from("198.51.100.7")
+    # A host name is not resolved here: nothing is accepted until its addresses are listed.
+    named = Trunk(name="named", host="sip.example.net", username="u", password="p", register=True)
+    assert named.accepted_sources == () and not named.accepts_from("198.51.100.7")
