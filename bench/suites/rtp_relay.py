@@ -135,23 +135,20 @@ def relay_step(
     return result
 
 
+def _load_command(targets_file: Any, duration: float, *options: str) -> list[str]:
+    """The traffic generator (``bench.peers.rtp_load``) pinned to its own CPU."""
+    args = [sys.executable, "-m", "bench.peers.rtp_load", "--targets", str(targets_file)]
+    return _pinned(GENERATOR_CPU, [*args, "--duration", str(duration), *options])
+
+
 def _generator(
     targets_file: Any, duration: float, sockets: int, phone_port_base: int = 0
 ) -> subprocess.Popen[str]:
-    args = [
-        sys.executable,
-        "-m",
-        "bench.peers.rtp_load",
-        "--targets",
-        str(targets_file),
-        "--duration",
-        str(duration),
-        "--sockets",
-        str(sockets),
-    ]
+    options = ["--sockets", str(sockets)]
     if phone_port_base:
-        args += ["--phone-port-base", str(phone_port_base)]
-    return subprocess.Popen(_pinned(GENERATOR_CPU, args), stdout=subprocess.PIPE, text=True)
+        options += ["--phone-port-base", str(phone_port_base)]
+    command = _load_command(targets_file, duration, *options)
+    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
 
 
 def rtpengine_step(
@@ -199,19 +196,7 @@ def direct_step(ctx: SuiteContext, calls: int, duration: float) -> dict[str, Any
     targets_file = ctx.workdir / "direct.json"
     targets_file.write_text(json.dumps({"address": "127.0.0.1", "calls": [[0, 0]] * calls}))
     completed = subprocess.run(
-        _pinned(
-            GENERATOR_CPU,
-            [
-                sys.executable,
-                "-m",
-                "bench.peers.rtp_load",
-                "--targets",
-                str(targets_file),
-                "--duration",
-                str(duration),
-                "--direct",
-            ],
-        ),
+        _load_command(targets_file, duration, "--direct"),
         capture_output=True,
         text=True,
         timeout=duration + 60,
