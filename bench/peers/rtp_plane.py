@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import resource
 import statistics
 import sys
 import time
 
+from edge.server import tune_gc
 from media.control import PayloadFormat, StreamParams
 from media.plane import MediaPlane
 
@@ -58,10 +58,7 @@ async def serve(calls: int, port_min: int, port_max: int, address: str, socket_p
         await plane.configure(b.endpoint_id, params)
         await plane.connect(a.endpoint_id, b.endpoint_id)
         pairs.append((a, b))
-    # The node's collector settings (edge/server.py): young collections less often, start-up frozen.
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    tune_gc()  # the node's collector settings
     _reply({"calls": [[a.rtp_port, b.rtp_port] for a, b in pairs], "address": address})
     loop = asyncio.get_running_loop()
     while True:

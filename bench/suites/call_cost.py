@@ -204,6 +204,7 @@ async def measure(
     calls: int, warmup: int, concurrency: int, media_kind: str = "fake", hold: float = 0.02
 ) -> Measured:
     """Warm up, then run ``calls`` calls and measure them (see the module doc)."""
+    from edge.server import tune_gc
     from signaling.callcontrol.call import CallEnvironment
     from signaling.callcontrol.config import CallControlConfig, Trunk
     from signaling.callcontrol.fakes import RecordingMediaControl
@@ -252,6 +253,7 @@ async def measure(
     )
     service.install(router)
     await service.start()
+    tune_gc()  # the server's collector settings (edge/server.py)
 
     async def run(n: int) -> tuple[float, float, int]:
         if n <= 0:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import hashlib
 import re
 import shutil
@@ -288,21 +287,16 @@ async def rounds(bench: Bench, first: int, count: int, batch: int, *, challenge_
             bench.node.hub._on_timer()
 
 
-def _freeze_gc() -> None:
-    # As edge/server.py does before the node starts.
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
-
-
 async def measure(
     redis_url: str | None, warmup: int, count: int, batch: int, step_ms: float
 ) -> tuple[float, float, int, bool]:
     """(CPU µs per round, CPU µs per challenge-only round, live transactions, binding checked)."""
     prefix = f"bench-regcost-{uuid.uuid4().hex[:8]}:"
     bench = await build(redis_url, prefix, step_ms)
+    from edge.server import tune_gc
+
     try:
-        _freeze_gc()
+        tune_gc()
         await rounds(bench, 0, warmup, batch)
         checked = False
         if redis_url is not None:  # the binding really is in Redis
@@ -343,8 +337,10 @@ async def child(args: argparse.Namespace) -> None:
     (callgrind zeroes its counters at the first, dumps them at the second): full rounds, challenge-only
     rounds, then the client side alone (building the requests and digest responses)."""
     bench = await build(None, "bench-regcost:", args.step_ms)
+    from edge.server import tune_gc
+
     try:
-        _freeze_gc()
+        tune_gc()
         await rounds(bench, 0, args.warmup, args.batch)
         zlib.adler32(b"start")
         await rounds(bench, args.warmup, args.rounds, args.batch)
