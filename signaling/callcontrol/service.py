@@ -27,7 +27,7 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any
 
 from edge.logs import bind_call, call_context, get_logger
@@ -93,25 +93,99 @@ class CallControlStats:
         return dataclasses.asdict(self)
 
 
+class _Resumed:
+    """Awaitable that finishes a coroutine someone already stepped by hand and that suspended on
+    ``pending`` (the future it yielded): a task awaiting this goes on exactly where the coroutine stopped,
+    results, exceptions and cancellation passed through as ``await`` would."""
+
+    __slots__ = ("_coroutine", "_pending")
+
+    def __init__(self, coroutine: Coroutine[Any, Any, Any], pending: Any) -> None:
+        self._coroutine, self._pending = coroutine, pending
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coroutine, pending = self._coroutine, self._pending
+        while True:
+            try:
+                value = yield pending
+            except BaseException as error:  # thrown in by the task: cancellation, mostly
+                try:
+                    pending = coroutine.throw(error)
+                except StopIteration as stop:
+                    return stop.value
+                continue
+            try:
+                pending = coroutine.send(value)
+            except StopIteration as stop:
+                return stop.value
+
+    def close(self) -> None:
+        """Cancel the coroutine if it never finished (its task was cancelled before its first step), as
+        the task would have: ``CancelledError`` at the await it stopped on."""
+        if self._coroutine.cr_frame is None:
+            return
+        try:
+            self._coroutine.throw(asyncio.CancelledError())
+        except BaseException:  # cancelled (or failed) as asked: nobody awaits the outcome
+            pass
+        self._coroutine.close()  # it caught the cancellation and waited again: nothing will resume it
+
+
 class SerialQueue:
-    """Runs coroutines one after another; a task exists only while there is work."""
+    """Runs coroutines one after another, after the current callback, without a task when they do not
+    suspend.
+
+    Media actions almost never wait (the plane answers from memory and a socket pool), and an asyncio
+    task per call's batch of them cost more than the actions: jobs run from one ``call_soon`` callback,
+    each coroutine stepped by hand; the first that suspends is finished by a task, which then runs the
+    rest. Order is kept either way, and a job still runs after the code that queued it has returned.
+    """
 
     def __init__(self, on_error: Callable[[BaseException], None]) -> None:
-        self._pending: collections.deque[Callable[[], Awaitable[None]]] = collections.deque()
+        self._pending: collections.deque[Callable[[], Coroutine[Any, Any, None]]] = collections.deque()
         self._task: asyncio.Task[None] | None = None
+        self._scheduled = False
         self._on_error = on_error
 
-    def put(self, job: Callable[[], Awaitable[None]]) -> None:
+    def put(self, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
         self._pending.append(job)
-        if self._task is None:
-            self._task = asyncio.ensure_future(self._drain())
+        if self._task is None and not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._run_ready)
 
     @property
     def idle(self) -> bool:
-        return self._task is None
+        return self._task is None and not self._scheduled
 
-    async def _drain(self) -> None:
+    def _run_ready(self) -> None:
+        self._scheduled = False
+        while self._pending and self._task is None:
+            coroutine = self._pending.popleft()()
+            try:
+                pending = coroutine.send(None)
+            except StopIteration:
+                continue
+            except Exception as error:
+                self._on_error(error)
+                continue
+            resumed = _Resumed(coroutine, pending)
+            self._task = task = asyncio.ensure_future(self._drain(resumed))
+            task.add_done_callback(functools.partial(self._task_done, resumed))
+
+    def _task_done(self, resumed: _Resumed, task: asyncio.Task[None]) -> None:
+        # A task cancelled before its first step never ran _drain (nor its finally): clean up here.
+        if self._task is task:
+            self._task = None
+        resumed.close()
+
+    async def _drain(self, suspended: _Resumed) -> None:
         try:
+            try:
+                await suspended
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                self._on_error(error)
             while self._pending:
                 job = self._pending.popleft()
                 try:
@@ -124,8 +198,11 @@ class SerialQueue:
             self._task = None
 
     async def wait(self) -> None:
-        while self._task is not None:
-            await asyncio.shield(self._task)
+        while not self.idle:
+            if self._task is None:
+                await asyncio.sleep(0)  # the queued callback runs first
+            else:
+                await asyncio.shield(self._task)
 
     def cancel(self) -> None:
         self._pending.clear()

@@ -267,10 +267,7 @@ class MemoryCallRepository(_EventedMemoryRepository):
         call = self._call(leg.call_id)
         call_rules.check_leg_transition(leg, to_state, reason)
         when = call_rules.check_at("leg state change", at or self._clock(), leg.started_at)
-        terminal = to_state in ("terminated", "failed")
-        changed = replace(
-            leg, status=to_state, status_reason=reason, ended_at=when if terminal else leg.ended_at
-        )
+        changed = call_rules.leg_moved(leg, to_state, reason, when)
         self.outbox.emit(domain_events.call_leg_state_changed(call, changed, leg.status, when, self._node_id))
         self._store(self._legs, leg_id, changed)
         return changed
@@ -304,7 +301,7 @@ class MemoryCallRepository(_EventedMemoryRepository):
         call = self._call(call_id)
         call_rules.check_answer(call, self._legs.get(leg_id), leg_id)
         when = call_rules.check_at("answer", at or self._clock(), call.started_at)
-        answered = replace(call, status="answered", answered_at=when, answered_leg_id=leg_id)
+        answered = call_rules.call_answered(call, leg_id, when)
         self.outbox.emit(domain_events.call_answered(answered, self._node_id))
         self._store(self._calls, call_id, answered)
         return answered
@@ -323,14 +320,7 @@ class MemoryCallRepository(_EventedMemoryRepository):
         if call.status == "ended":
             return call
         when = call_rules.check_at("end", at or self._clock(), call.answered_at or call.started_at)
-        ended = replace(
-            call,
-            status="ended",
-            ended_at=when,
-            termination_cause=termination_cause,
-            sip_status=sip_status,
-            ended_by=ended_by,
-        )
+        ended = call_rules.call_ended(call, termination_cause, sip_status, ended_by, when)
         self.outbox.emit(domain_events.call_ended(ended, self._node_id))
         self._store(self._calls, call_id, ended)
         return ended

@@ -12,7 +12,6 @@ B2BUA can coalesce the writes queued while the previous ones were in flight::
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -164,10 +163,7 @@ class CallWriter:
         when = call_rules.check_at("leg state change", _utc(at or self._repo._clock()), leg.started_at)
         # The row is written by flush(), once per leg however many changes the batch makes (a B2BUA
         # moves both legs initiated -> early -> confirmed in one batch); the event of each is kept.
-        terminal = to_state in ("terminated", "failed")
-        changed = dataclasses.replace(
-            leg, status=to_state, status_reason=reason, ended_at=when if terminal else leg.ended_at
-        )
+        changed = call_rules.leg_moved(leg, to_state, reason, when)
         self._legs[leg_id] = changed
         if leg_id in self._new_legs:
             self._new_legs[leg_id] = changed
@@ -245,7 +241,7 @@ class CallWriter:
         call = await self._call(call_id)
         call_rules.check_answer(call, await self._leg(leg_id, call_id), leg_id)
         when = call_rules.check_at("answer", _utc(at or self._repo._clock()), call.started_at)
-        answered = dataclasses.replace(call, status="answered", answered_at=when, answered_leg_id=leg_id)
+        answered = call_rules.call_answered(call, leg_id, when)
         self._changed(answered)
         self.events.append(domain_events.call_answered(answered, self._repo._node_id))
         return answered
@@ -266,14 +262,7 @@ class CallWriter:
         when = call_rules.check_at(
             "end", _utc(at or self._repo._clock()), call.answered_at or call.started_at
         )
-        ended = dataclasses.replace(
-            call,
-            status="ended",
-            ended_at=when,
-            termination_cause=termination_cause,
-            sip_status=sip_status,
-            ended_by=ended_by,
-        )
+        ended = call_rules.call_ended(call, termination_cause, sip_status, ended_by, when)
         self._changed(ended)
         self.events.append(domain_events.call_ended(ended, self._repo._node_id))
         return ended
