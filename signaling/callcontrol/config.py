@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from signaling.sdp import Codec
@@ -59,6 +59,12 @@ class Trunk:
     register_expires: int = 3600
     register_user: str | None = None
     register_domain: str | None = None
+    # accepted_sources parsed once (accepts_from runs for every INVITE): single addresses as the text a
+    # datagram's source arrives as, for a set lookup, and every source as a network.
+    _source_addresses: frozenset[str] = field(init=False, repr=False, compare=False)
+    _source_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if not self.name or not self.host:
@@ -77,6 +83,10 @@ class Trunk:
                     f"trunk {self.name}: inbound source {source!r} is not an IP or network"
                 ) from None
         self._check_registration()
+        networks = tuple(ipaddress.ip_network(source, strict=False) for source in self.accepted_sources)
+        singles = {str(n.network_address) for n in networks if n.num_addresses == 1}
+        object.__setattr__(self, "_source_networks", networks)
+        object.__setattr__(self, "_source_addresses", frozenset(singles))
 
     def _check_registration(self) -> None:
         if not isinstance(self.register, bool):
@@ -118,11 +128,13 @@ class Trunk:
         return (self.host.strip("[]"),)
 
     def accepts_from(self, host: str) -> bool:
+        if host in self._source_addresses:
+            return True
         try:
             address = ipaddress.ip_address(host.strip("[]"))
         except ValueError:
             return False
-        return any(address in ipaddress.ip_network(source, strict=False) for source in self.accepted_sources)
+        return any(address in network for network in self._source_networks)
 
     def matches(self, user: str) -> str | None:
         """The prefix of ``user`` this trunk serves (longest first), or None."""
