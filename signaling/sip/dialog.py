@@ -31,13 +31,17 @@ from collections.abc import Iterable, Iterator
 from signaling.sip.errors import LocalProtocolError, RemoteProtocolError, SipError
 from signaling.sip.message import (
     URI,
+    HeaderGroups,
+    IndexedHeaders,
     Request,
     Response,
     SipMessage,
+    add_to_groups,
     build_response,
     cseq_of,
     from_tag,
     new_branch,
+    parse_uri,
     split_header_values,
     to_tag,
 )
@@ -374,23 +378,26 @@ class Dialog:
             raise LocalProtocolError(f"cannot send {method} on a terminated dialog")
         number = self.next_local_cseq() if cseq is None else cseq
         request_uri, routes = self._routing()
-        request = Request(method=method, uri=URI.parse(request_uri), body=body)
-        out = request.headers
-        out.add("Via", local_address.via(branch))
-        out.add("Max-Forwards", "70")
-        out.add("From", self.local_header)
-        out.add("To", self.remote_header)
-        out.add("Call-ID", self.id.call_id)
-        out.add("CSeq", f"{number} {method}")
+        request = Request(method=method, uri=parse_uri(request_uri), body=body)
+        # Built as indexed groups (as build_request does): same header order and grouping as adding them
+        # one by one, and the layers below read these headers by index and memo.
+        groups: HeaderGroups = {
+            "via": ("Via", [local_address.via(branch)]),
+            "max-forwards": ("Max-Forwards", ["70"]),
+            "from": ("From", [self.local_header]),
+            "to": ("To", [self.remote_header]),
+            "call-id": ("Call-ID", [self.id.call_id]),
+            "cseq": ("CSeq", [f"{number} {method}"]),
+        }
         if routes:
-            out.setlist("Route", routes)
+            groups["route"] = ("Route", list(routes))
         if self.local_contact is not None and method in TARGET_REFRESH_METHODS:
-            out.add("Contact", self.local_contact)
-        for name, value in headers:
-            out.add(name, value)
+            groups["contact"] = ("Contact", [self.local_contact])
+        add_to_groups(groups, headers)
         if body and content_type is not None:
-            out.set("Content-Type", content_type)
-        out.set("Content-Length", str(len(body)))
+            groups["content-type"] = ("Content-Type", [content_type])
+        groups["content-length"] = ("Content-Length", [str(len(body))])
+        request.headers = IndexedHeaders.from_groups(groups)
         return request
 
     def create_ack(

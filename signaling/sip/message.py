@@ -356,15 +356,15 @@ def parse_with_keys(data: bytes, limits: ParseLimits = DEFAULT_LIMITS) -> Parsed
     return _finish_request(start_line, headers, groups, body, header_problem)
 
 
-_Groups = dict[str, tuple[str, list[str]]]  # lower-case name -> (name as first written, values)
+HeaderGroups = dict[str, tuple[str, list[str]]]  # lower-case name -> (name as first written, values)
 
 
-def _read_headers(lines: list[str], limits: ParseLimits) -> tuple[Headers | None, _Groups, str | None]:
+def _read_headers(lines: list[str], limits: ParseLimits) -> tuple[Headers | None, HeaderGroups, str | None]:
     """Unfold and collect header fields in one pass. Returns (headers, groups, first problem seen).
 
     A line whose name (the text before its first colon) was seen before as a valid header name takes a
     fast path (one dict lookup, no regular expression); anything else goes through the full rules."""
-    grouped: _Groups = {}
+    grouped: HeaderGroups = {}
     last: list[str] | None = None  # the value list holding the field a continuation line extends
     problem: str | None = None
     max_length = limits.max_header_length
@@ -418,14 +418,14 @@ def _read_headers(lines: list[str], limits: ParseLimits) -> tuple[Headers | None
 _PLAIN_HEADER_RE = re.compile(r"\r\n([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*([^\r]*)")
 
 
-def _read_plain_headers(head: str, start: int, count: int) -> tuple[Headers | None, _Groups | None]:
+def _read_plain_headers(head: str, start: int, count: int) -> tuple[Headers | None, HeaderGroups | None]:
     """:func:`_read_headers` for the usual message (no folding, every line ``name: value``): ``(None, None)``
     when some line is anything else. The caller has checked that no CR stands outside a CRLF (so a line
     the pattern skips shows in the count) and that the head is no longer than one header may be."""
     pairs = _PLAIN_HEADER_RE.findall(head, start)
     if len(pairs) != count:
         return None, None
-    grouped: _Groups = {}
+    grouped: HeaderGroups = {}
     index: dict[str, list[str]] = {}
     known = _KNOWN_NAMES
     for written, value in pairs:
@@ -480,7 +480,7 @@ class IndexedHeaders(Headers):
             self._index.setdefault(name.lower(), values)
 
     @classmethod
-    def from_groups(cls, grouped: _Groups) -> IndexedHeaders:
+    def from_groups(cls, grouped: HeaderGroups) -> IndexedHeaders:
         """Headers from ``{lower-case name: (name, values)}`` (insertion order), sharing the value lists."""
         headers = cls.__new__(cls)
         headers._list = list(grouped.values())
@@ -545,7 +545,7 @@ _MANDATORY_KEY_SET = frozenset(_MANDATORY_KEYS)
 _SINGLE_KEYS = tuple(name.lower() for name in SINGLE_VALUED)
 
 
-def _check_common(groups: _Groups) -> tuple[str | None, CSeq | None, Via | None]:
+def _check_common(groups: HeaderGroups) -> tuple[str | None, CSeq | None, Via | None]:
     if not groups.keys() >= _MANDATORY_KEY_SET:  # one C-level check; the loop only names what is missing
         for name, key in zip(MANDATORY, _MANDATORY_KEYS, strict=True):
             if key not in groups:
@@ -605,7 +605,7 @@ def _body_for_length(headers: Headers, body: bytes) -> tuple[bytes | None, str |
 
 
 def _finish_response(
-    start_line: str, headers: Headers, groups: _Groups, body: bytes, problem: str | None
+    start_line: str, headers: Headers, groups: HeaderGroups, body: bytes, problem: str | None
 ) -> ParsedMessage:
     def drop(reason: str) -> MessageParseError:
         return MessageParseError(reason, status_code=None, is_request=False, headers=headers)
@@ -628,7 +628,7 @@ def _finish_response(
 
 
 def _finish_request(
-    start_line: str, headers: Headers, groups: _Groups, body: bytes, problem: str | None
+    start_line: str, headers: Headers, groups: HeaderGroups, body: bytes, problem: str | None
 ) -> ParsedMessage:
     parts = start_line.split(" ")
     method: str | None = parts[0]
@@ -671,7 +671,7 @@ def _finish_request(
     return ParsedMessage(_new_request(method, uri, sized_body, headers), via, cseq)
 
 
-def _remember_keys(headers: Headers, groups: _Groups, cseq: CSeq, via: Via) -> None:
+def _remember_keys(headers: Headers, groups: HeaderGroups, cseq: CSeq, via: Via) -> None:
     """Seed the memos of :func:`cseq_of` and :func:`top_via` with what validation has just parsed."""
     if type(headers) is IndexedHeaders:
         headers._cseq_memo = (groups["cseq"][1][0], cseq)
@@ -1062,8 +1062,8 @@ def max_forwards(message: Request) -> int | None:
 _COPIED_TO_RESPONSES = (("From", "from"), ("To", "to"), ("Call-ID", "call-id"), ("CSeq", "cseq"))
 
 
-def _response_groups(headers: Headers, status_code: int, to_tag: str | None) -> _Groups:
-    groups: _Groups = {}
+def _response_groups(headers: Headers, status_code: int, to_tag: str | None) -> HeaderGroups:
+    groups: HeaderGroups = {}
     vias = headers.getlist("Via")
     if vias:
         groups["via"] = ("Via", list(vias))
@@ -1111,7 +1111,7 @@ def build_response(
         record_route = request.headers.getlist("Record-Route")
         if record_route:
             groups["record-route"] = ("Record-Route", list(record_route))
-    _add_all(groups, headers)
+    add_to_groups(groups, headers)
     if body and content_type is not None:
         groups["content-type"] = ("Content-Type", [content_type])
     groups["content-length"] = ("Content-Length", [str(len(body))])
@@ -1147,7 +1147,7 @@ def build_request(
     uri = parse_uri(request_uri) if isinstance(request_uri, str) else request_uri
     request = Request(method=method, uri=uri, body=body)
     port = f":{via_port}" if via_port is not None else ""
-    groups: _Groups = {
+    groups: HeaderGroups = {
         "via": ("Via", [f"SIP/2.0/{via_transport} {via_host}{port};branch={branch or new_branch()};rport"]),
         "max-forwards": ("Max-Forwards", [str(max_forwards)]),
         "from": ("From", [add_tag(from_uri, from_tag or new_tag())]),
@@ -1157,7 +1157,7 @@ def build_request(
     }
     if contact is not None:
         groups["contact"] = ("Contact", [contact])
-    _add_all(groups, headers)
+    add_to_groups(groups, headers)
     if body and content_type is not None:
         groups["content-type"] = ("Content-Type", [content_type])
     groups["content-length"] = ("Content-Length", [str(len(body))])
@@ -1165,7 +1165,7 @@ def build_request(
     return request
 
 
-def _add_all(groups: _Groups, headers: Iterable[tuple[str, str]]) -> None:
+def add_to_groups(groups: HeaderGroups, headers: Iterable[tuple[str, str]]) -> None:
     for name, value in headers:
         entry = groups.get(name.lower())
         if entry is None:
