@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     # Static trunks: a JSON list in UC_EDGE_SIP_TRUNKS or [[sip_trunks]] tables in the TOML file, each
     # {name, host, port, transport, username, password, prefixes, inbound_sources, strip_prefix}.
     sip_trunks: list[dict[str, Any]] = Field(default_factory=list)
+    # Trunk hosts given by DNS name are resolved (A/AAAA) at start and again this often; a failed
+    # refresh keeps the last good addresses.
+    sip_trunk_dns_refresh_seconds: float = Field(60.0, ge=1, le=86400)
 
     # --- media --------------------------------------------------------------------------------------------
     rtp_port_min: Port = Field(20000, ge=1024, le=65535)

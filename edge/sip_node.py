@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import socket
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Mapping
@@ -21,6 +22,7 @@ from prometheus_client import REGISTRY
 from edge.logs import get_logger
 from edge.metrics import SIP_METRICS, StatsCollector
 from edge.settings import Settings
+from edge.trunk_dns import TrunkDns
 from edge.trunk_registration import TrunkRegistrations
 from media.control import MediaControl
 from signaling.callcontrol.call import CallEnvironment
@@ -247,6 +249,7 @@ class SipNode:
         self.call_control_config = call_control or call_control_config(settings)
         self.call_control: CallControlService | None = None
         self.trunk_registrations: TrunkRegistrations | None = None
+        self.trunk_dns: TrunkDns | None = None
         self._owned_media: Any = None
         self._calls_pool: Any = None
         self._cdr_pool: Any = None
@@ -387,6 +390,19 @@ class SipNode:
         self._calls_pool = await create_pool(s.database_dsn(s.db_calls), min_size=0, max_size=s.db_pool_max)
         self._cdr_pool = await create_pool(s.database_dsn(s.db_cdr), min_size=0, max_size=s.db_pool_max)
         config = self.call_control_config
+        # Trunk host names resolved before the first call can need them; routing and inbound source
+        # checks read config.trunk_addresses, which this keeps fresh until the node stops.
+        udp_family = None
+        if self.hub.udp_address is not None:
+            udp_family = socket.AF_INET6 if ":" in self.hub.udp_address[0] else socket.AF_INET
+        self.trunk_dns = TrunkDns(
+            config.trunks,
+            config.trunk_addresses,
+            refresh_interval=s.sip_trunk_dns_refresh_seconds,
+            families={"udp": udp_family} if udp_family is not None else None,
+            registry=REGISTRY,
+        )
+        await self.trunk_dns.start()
         local = {
             name: LocalAddress(name.upper(), host, port)
             for name, (host, port) in self.endpoint.local_addresses.items()
@@ -411,7 +427,9 @@ class SipNode:
         await self.call_control.start()
         # Outbound registration to trunks that ask for it: our Contact is the hub's listening address,
         # so this comes after the transports are up.
-        self.trunk_registrations = TrunkRegistrations(self.hub, config.trunks, registry=REGISTRY)
+        self.trunk_registrations = TrunkRegistrations(
+            self.hub, config.trunks, registry=REGISTRY, addresses=config.trunk_addresses
+        )
         await self.trunk_registrations.start()
 
     async def stop(self) -> None:
@@ -420,6 +438,8 @@ class SipNode:
             await self.trunk_registrations.stop()
         if self.call_control is not None:
             await self.call_control.stop()
+        if self.trunk_dns is not None:
+            await self.trunk_dns.stop()
         await self.hub.stop()
         for run in list(self._register_runs):
             run.close()

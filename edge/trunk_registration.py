@@ -5,6 +5,10 @@
     registrations.snapshot()         # for /api/v1/node
     await registrations.stop()       # before hub.stop(): unregisters (Expires: 0), bounded in time
 
+A trunk whose host is a DNS name registers at the address the node resolved it to (``addresses``, kept
+by edge/trunk_dns.py), looked up for every REGISTER so a refresh follows the name; the registrar URI,
+AOR and To keep the name. While the name has no address, the attempt fails and is retried with backoff.
+
 Each REGISTER goes out as a client transaction of the node's endpoint (``hub.request``), so it is
 retransmitted and timed out like any other request; the outcome is fed back into the client. One loop
 timer per client follows ``client.get_timer()``. The clock is the hub's (``loop.time()``).
@@ -13,6 +17,7 @@ timer per client follows ``client.get_timer()``. The clock is the hub's (``loop.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -21,7 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from edge.logs import get_logger
-from signaling.callcontrol.config import Trunk
+from signaling.callcontrol.config import Trunk, TrunkAddresses
 from signaling.sip.dialog import LocalAddress
 from signaling.sip.outbound_registration import (
     RegistrationClient,
@@ -74,10 +79,14 @@ class TrunkRegistrations:
         registry: CollectorRegistry | None = None,
         stop_timeout: float = DEFAULT_STOP_TIMEOUT,
         random_fraction: Callable[[], float] = random.random,
+        addresses: TrunkAddresses | None = None,
         **policy: Any,
     ) -> None:
         self.hub = hub
         self.trunks = tuple(trunk for trunk in trunks if trunk.register)
+        # None: names go to the hub as they are (it resolves them per request, off the loop)
+        self.addresses = addresses
+        self._by_name = {trunk.name: trunk for trunk in self.trunks}
         self.stop_timeout = stop_timeout
         self.clients: dict[str, RegistrationClient] = {}
         self.unavailable: dict[str, str] = {}  # trunk -> why it cannot register (no listener...)
@@ -174,9 +183,28 @@ class TrunkRegistrations:
         client.handle_timer(self.hub.now())
         self._pump(client)
 
+    def _destination(
+        self, client: RegistrationClient, configured: TransportAddress
+    ) -> TransportAddress | None:
+        """Where this REGISTER goes: the configured host, or the address its name resolves to now
+        (None while it has none)."""
+        trunk = self._by_name.get(client.config.name)
+        if trunk is None or not trunk.host_is_name or self.addresses is None:
+            return configured
+        host = self.addresses.transport_host(trunk)
+        if host is None:
+            return None
+        return dataclasses.replace(configured, host=host)
+
     async def _transact(self, client: RegistrationClient, action: SendRegister) -> None:
+        destination = self._destination(client, action.destination)
+        if destination is None:
+            host = action.destination.host
+            client.request_failed(action.request, f"host {host} is not resolved yet", self.hub.now())
+            self._pump(client)
+            return
         try:
-            response = await self.hub.request(action.request, action.destination)
+            response = await self.hub.request(action.request, destination)
         except (TimeoutError, ConnectionError) as error:
             client.request_failed(action.request, str(error) or type(error).__name__, self.hub.now())
         except Exception as error:  # a request the endpoint refused to send (a bug or a closed hub)

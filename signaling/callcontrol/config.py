@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from signaling.sdp import Codec
@@ -42,8 +42,10 @@ class Trunk:
 
     ``register``: keep a binding at the trunk's registrar (outbound registration, refreshed until the node
     stops) for ``sip:{register_user}@{register_domain}`` (defaults: ``username`` and ``host``), asking
-    for ``register_expires`` seconds. A registering trunk without ``inbound_sources`` whose host is an IP
-    address accepts calls from that address: a carrier we register with sends our calls from there.
+    for ``register_expires`` seconds. A registering trunk without ``inbound_sources`` accepts calls from
+    its host's address: a carrier we register with sends our calls from there. An IP host is that
+    address; a host name is resolved by the node (:class:`TrunkAddresses`) and every address it
+    resolves to is accepted (:meth:`CallControlConfig.trunk_for_source`).
     """
 
     name: str
@@ -65,6 +67,11 @@ class Trunk:
     _source_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
         init=False, repr=False, compare=False
     )
+    # ``host`` is a DNS name (not an IP literal): the node resolves it (edge/trunk_dns.py).
+    host_is_name: bool = field(init=False, repr=False, compare=False)
+    # A registering trunk without inbound_sources whose host is a name: it accepts calls from the
+    # addresses that name resolves to, which only the node's TrunkAddresses knows.
+    accepts_resolved_host: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.name or not self.host:
@@ -83,6 +90,11 @@ class Trunk:
                     f"trunk {self.name}: inbound source {source!r} is not an IP or network"
                 ) from None
         self._check_registration()
+        host_is_name = not _is_ip_literal(self.host)
+        object.__setattr__(self, "host_is_name", host_is_name)
+        object.__setattr__(
+            self, "accepts_resolved_host", host_is_name and self.register and not self.inbound_sources
+        )
         networks = tuple(ipaddress.ip_network(source, strict=False) for source in self.accepted_sources)
         singles = {str(n.network_address) for n in networks if n.num_addresses == 1}
         object.__setattr__(self, "_source_networks", networks)
@@ -118,17 +130,22 @@ class Trunk:
 
     @property
     def accepted_sources(self) -> tuple[str, ...]:
-        """Who may call us through this trunk: ``inbound_sources``, else the registrar's own address."""
+        """Who may call us through this trunk: ``inbound_sources``, else the registrar's own address.
+
+        Static sources only: a host name gives none here (resolving it would be I/O); its resolved
+        addresses are matched through :class:`TrunkAddresses` (see :meth:`accepts_from`)."""
         if self.inbound_sources or not self.register:
             return self.inbound_sources
-        try:
-            ipaddress.ip_address(self.host.strip("[]"))
-        except ValueError:
-            return ()  # a host name: resolving it here would be I/O; list its addresses explicitly
+        if self.host_is_name:
+            return ()
         return (self.host.strip("[]"),)
 
-    def accepts_from(self, host: str) -> bool:
+    def accepts_from(self, host: str, resolved: TrunkAddresses | None = None) -> bool:
+        """Whether a request from ``host`` (an IP address as text) comes from this trunk. ``resolved``:
+        the node's current answers for trunk host names (used when :attr:`accepts_resolved_host`)."""
         if host in self._source_addresses:
+            return True
+        if self.accepts_resolved_host and resolved is not None and resolved.has(self.name, host):
             return True
         try:
             address = ipaddress.ip_address(host.strip("[]"))
@@ -159,6 +176,9 @@ class CallControlConfig:
     max_forks: int = 10
     max_routing_depth: int = 3
     notify_expires: int = 60
+    # Where trunk host names resolve to right now: mutable, filled by the node (edge/trunk_dns.py) while
+    # this configuration stays frozen; routing and trunk_for_source read it.
+    trunk_addresses: TrunkAddresses = field(default_factory=lambda: TrunkAddresses(), compare=False)
 
     def __post_init__(self) -> None:
         if self.no_answer_timeout <= 0:
@@ -167,7 +187,8 @@ class CallControlConfig:
             raise ValueError("max_forks must be at least 1")
 
     def trunk_for_source(self, host: str) -> Trunk | None:
-        return next((trunk for trunk in self.trunks if trunk.accepts_from(host)), None)
+        resolved = self.trunk_addresses
+        return next((trunk for trunk in self.trunks if trunk.accepts_from(host, resolved)), None)
 
     def dials_out(self, user: str) -> bool:
         """Whether ``user`` is an outbound number by an explicit (non-empty) trunk prefix."""
@@ -183,13 +204,67 @@ class CallControlConfig:
         return (best[0], best[1]) if best is not None else None
 
 
+class TrunkAddresses:
+    """The addresses trunk host names resolve to, by trunk name: written by the node's resolver
+    (``edge/trunk_dns.py``, A and AAAA lookups), read by routing (where requests to a trunk go) and by
+    :meth:`CallControlConfig.trunk_for_source` (who may call us). No I/O here: a trunk whose name has
+    not been resolved yet simply has no addresses. Trunks whose host is an IP literal never appear.
+    """
+
+    __slots__ = ("_address_sets", "_addresses")
+
+    def __init__(self) -> None:
+        self._addresses: dict[str, tuple[str, ...]] = {}
+        self._address_sets: dict[str, frozenset[str]] = {}  # for the per-INVITE source check
+
+    def set(self, trunk: str, addresses: Iterable[str]) -> None:
+        """Replace the addresses of ``trunk`` (the first is where its requests go); none forgets it."""
+        ordered = tuple(dict.fromkeys(addresses))
+        if ordered:
+            self._addresses[trunk] = ordered
+            self._address_sets[trunk] = frozenset(ordered)
+        else:
+            self._addresses.pop(trunk, None)
+            self._address_sets.pop(trunk, None)
+
+    def get(self, trunk: str) -> tuple[str, ...]:
+        return self._addresses.get(trunk, ())
+
+    def has(self, trunk: str, address: str) -> bool:
+        found = self._address_sets.get(trunk)
+        return found is not None and address in found
+
+    def transport_host(self, trunk: Trunk) -> str | None:
+        """The host requests to ``trunk`` are sent to: its IP, else the first address its name resolved
+        to, or None while the name has no answer yet.
+
+        TLS keeps the name: the connection resolves it asynchronously (``loop.create_connection``) and
+        the server certificate is checked against the name we dial (RFC 5922 §4), which an address
+        would defeat."""
+        if not trunk.host_is_name or trunk.transport == "tls":
+            return trunk.host
+        addresses = self._addresses.get(trunk.name)
+        return addresses[0] if addresses else None
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {name: list(addresses) for name, addresses in self._addresses.items()}
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
 def parse_trunks(items: Iterable[Mapping[str, Any]]) -> tuple[Trunk, ...]:
     """Trunks from a list of tables (TOML ``[[trunks]]``, or JSON in ``UC_EDGE_TRUNKS``)."""
     trunks = []
     for index, item in enumerate(items):
         if not isinstance(item, Mapping):
             raise ValueError(f"trunk #{index + 1} must be a table")
-        known = set(Trunk.__dataclass_fields__)
+        known = {spec.name for spec in fields(Trunk) if spec.init}  # not the fields derived at init
         unknown = set(item) - known
         if unknown:
             raise ValueError(f"trunk #{index + 1}: unknown keys {', '.join(sorted(unknown))}")

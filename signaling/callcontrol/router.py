@@ -135,11 +135,18 @@ class CallRouter:
                 return RouteToContacts(aor, contacts, f"<sip:{user}@{config.domain}>", account_id)
         return RouteReject(candidates[-1], 480, "unavailable", "not registered")
 
-    @staticmethod
-    def _to_trunk(trunk: Trunk, number: str) -> Route:
+    def _to_trunk(self, trunk: Trunk, number: str) -> Route:
+        # The Request-URI, To and From keep the trunk's host as configured (a name stays a name); only
+        # the transport destination is the address the node resolved that name to (A/AAAA lookups done
+        # by edge/trunk_dns.py: a static trunk's host:port is the next hop, so no RFC 3263 SRV/NAPTR).
         suffix = "" if trunk.transport == "udp" else f";transport={trunk.transport}"
         uri = f"sip:{number}@{trunk.host}:{trunk.port}{suffix}"
-        flow = TransportAddress(trunk.transport, trunk.host, trunk.port)  # type: ignore[arg-type]
+        host = self.config.trunk_addresses.transport_host(trunk)
+        if host is None:
+            return RouteReject(
+                uri, 503, "failed", f"trunk {trunk.name}: host {trunk.host} is not resolved yet"
+            )
+        flow = TransportAddress(trunk.transport, host, trunk.port)  # type: ignore[arg-type]
         return RouteToContacts(
             uri, (Contact(uri, flow),), f"<sip:{number}@{trunk.host}>", trunk=trunk, leg_type="pstn"
         )

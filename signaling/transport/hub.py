@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import logging
 import socket
 import ssl
@@ -124,6 +125,10 @@ class SipTransportHub:
         self._waiters: dict[TransactionKey, asyncio.Future[Response]] = {}
         self._connection_counter = 0
         self._flushing = False
+        # UDP destination hosts already seen to be IP literals (cleared when full): the check runs for
+        # every datagram, and a set lookup is cheaper than parsing the address each time.
+        self._literal_hosts: set[str] = set()
+        self._udp_family = socket.AF_UNSPEC
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -155,6 +160,7 @@ class SipTransportHub:
         loop = self.loop
         if udp_port is not None:
             self._udp, self.udp_address = await open_udp_socket(self, host, udp_port)
+            self._udp_family = socket.AF_INET6 if ":" in self.udp_address[0] else socket.AF_INET
             self.endpoint.local_addresses.setdefault("udp", (via_host, self.udp_address[1]))
         if tcp_port is not None:
             server = await start_stream_server(self, host, tcp_port, None)
@@ -331,9 +337,17 @@ class SipTransportHub:
             if self._udp is None:
                 self._fail(destination, "no UDP listener")
                 return
+            host = destination.host
+            if host not in self._literal_hosts:
+                if not _is_ip_literal(host):
+                    self._spawn(self._resolve_and_send(data, destination))
+                    return
+                if len(self._literal_hosts) >= _LITERAL_HOSTS_SIZE:
+                    self._literal_hosts.clear()
+                self._literal_hosts.add(host)
             try:
-                self._udp.sendto(data, (destination.host, destination.port))
-            except OSError as error:
+                self._udp.sendto(data, (host, destination.port))
+            except (OSError, ValueError) as error:  # uvloop: ValueError for an address of the other family
                 self._fail(destination, str(error))
                 return
             self.stats.udp_datagrams_out += 1
@@ -362,6 +376,33 @@ class SipTransportHub:
         connection.write_message(data)
         self.stats.stream_messages_out += 1
 
+    async def _resolve_and_send(self, data: bytes, destination: TransportAddress) -> None:
+        """A datagram to a host name (a Contact, Record-Route or maddr host; trunks are resolved ahead
+        by the node). ``sendto`` must not get the name: asyncio's selector loop would resolve it
+        synchronously, stalling every call for the length of a DNS lookup, and uvloop refuses it with
+        ValueError. Resolved here off the loop (A/AAAA for our socket's family), then sent."""
+        host = destination.host.strip("[]")
+        try:
+            async with asyncio.timeout(self.message_timeout):
+                found = await self.loop.getaddrinfo(
+                    host, destination.port, family=self._udp_family, type=socket.SOCK_DGRAM
+                )
+        except (OSError, TimeoutError) as error:
+            self._fail(destination, f"cannot resolve {host}: {error or 'timed out'}")
+            return
+        if not found:
+            self._fail(destination, f"cannot resolve {host}: no address")
+            return
+        if self._udp is None:
+            self._fail(destination, "no UDP listener")
+            return
+        try:
+            self._udp.sendto(data, found[0][4])
+        except (OSError, ValueError) as error:
+            self._fail(destination, str(error))
+            return
+        self.stats.udp_datagrams_out += 1
+
     def _fail(self, destination: TransportAddress, reason: str) -> None:
         self.stats.send_failures += 1
         self.endpoint.transport_error(destination, reason, self.now())
@@ -386,6 +427,17 @@ class SipTransportHub:
                 self.stats.idle_connections_closed += 1
                 connection.close()
         self._sweeper = self.loop.call_later(1.0, self._sweep)
+
+
+_LITERAL_HOSTS_SIZE = 4096
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _via_host(host: str) -> str:
