@@ -1,9 +1,14 @@
 -- Outbox relay queries. The outbox table: id bigserial (publication order), event_id, topic, partition_key,
 -- event_type, envelope jsonb, created_at, claimed_by, claimed_until, attempts, last_error, sent_at.
 
--- name: serialize_claims
+-- name: begin_serialized_claim
+-- Opens the claim transaction and waits for the claim lock, in one round trip (a simple-protocol query
+-- string; the relay then runs claim_batch and COMMIT, or ROLLBACK after an error).
 -- Claims are serialised per database (a few ms each) so two relays never decide on the same keys from
--- snapshots that miss each other's fresh leases; publishing itself runs in parallel.
+-- snapshots that miss each other's fresh leases; publishing itself runs in parallel. The lock must be taken
+-- by a statement before claim_batch: claim_batch's snapshot is taken when it starts, so only then does it
+-- see the leases of the claim that held the lock before.
+BEGIN;
 SELECT pg_advisory_xact_lock(hashtext('uc-edge outbox claim'));
 
 -- name: claim_batch
