@@ -20,7 +20,7 @@ import random
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import Protocol, cast
 
 from media.control import (
     Direction,
@@ -101,6 +101,34 @@ def same_codec(a: PayloadFormat, b: PayloadFormat) -> bool:
     return a.encoding.lower() == b.encoding.lower() and a.clock_rate == b.clock_rate
 
 
+class _StreamOwner(Protocol):
+    """What an :class:`OutgoingStream` reads of its endpoint."""
+
+    send_address: Address | None
+    sends: bool
+    closed: bool
+    rtp_transport: asyncio.DatagramTransport | None
+
+    def sendto(self, data: bytes | bytearray, address: Address) -> None: ...
+
+
+class _Detached:
+    """The owner a detached endpoint's stream is left with: it sends nowhere. Pointing the stream here
+    instead of back at the endpoint leaves no endpoint <-> stream reference cycle for the garbage
+    collector once the call has let go of both."""
+
+    send_address: Address | None = None
+    sends = False
+    closed = True
+    rtp_transport: asyncio.DatagramTransport | None = None
+
+    def sendto(self, data: bytes | bytearray, address: Address) -> None:
+        return None
+
+
+_DETACHED = _Detached()
+
+
 class OutgoingStream:
     """Everything an endpoint sends on its one SSRC, with continuous sequence numbers and timestamps.
 
@@ -129,7 +157,7 @@ class OutgoingStream:
     )
 
     def __init__(self, endpoint: RtpEndpoint, clock_rate: int, counters: MediaCounters) -> None:
-        self.endpoint = endpoint
+        self.endpoint: _StreamOwner = endpoint
         self._counters = counters
         self.clock_rate = clock_rate
         self.ssrc = random.getrandbits(32)
@@ -410,6 +438,7 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         self.on_digit = None
         self.rtp_transport = None
         self.rtcp_transport = None
+        self.output.endpoint = _DETACHED
 
     def close(self) -> None:
         """Stop for good and close the sockets (endpoints that own their transports)."""

@@ -390,6 +390,16 @@ class Call:
             for leg in self.legs.values()
         )
 
+    def release(self) -> None:
+        """Break the reference cycles of a finished call, so that its objects go when the last reference
+        does instead of waiting for a garbage collection (~175 objects a call: every young collection
+        walks them, and a B2BUA at hundreds of calls a second pays for that): each session's answerer
+        closes over the call and its leg, and a leg and the dial that placed it point at each other."""
+        for leg in self.legs.values():
+            if leg.session is not None:
+                leg.session.answerer = None
+            leg.dial = None
+
     def sip_call_ids(self) -> set[str]:
         return {leg.session.call_id for leg in self.legs.values() if leg.session is not None}
 

@@ -470,11 +470,14 @@ class CallControlService:
                 self._respond(event.transaction, build_response(event.request, 500))
             return
         self.stats.calls_started += 1
+        context = call_context(str(call.call_id), str(call.correlation_id))
         running = _Running(
             call,
             SerialQueue(self._media_error(call)),
-            WriteQueue(lambda batch: self._write(running, batch), self.write_coalesce_seconds),
-            call_context(str(call.call_id), str(call.correlation_id)),
+            # The queue's writer knows the call by id and log context, not by ``running``, which holds the
+            # queue: no reference cycle to wait for the garbage collector after the call.
+            WriteQueue(functools.partial(self._write, context, call.call_id), self.write_coalesce_seconds),
+            context,
         )
         self._running[call.call_id] = running
         with bind_call.of(running.log):
@@ -589,6 +592,7 @@ class CallControlService:
                 del self._by_endpoint[endpoint_id]
         for key in [k for k, v in self._transactions.items() if v[0] is running]:
             del self._transactions[key]
+        call.release()
         log.info("call finished", cause=call.end_cause, status=call.end_status)
 
     # ------------------------------------------------------------------ async work
@@ -655,9 +659,9 @@ class CallControlService:
             return
         running.persist.put(RecordQuality(call.call_id, report))
 
-    async def _write(self, running: _Running, batch: list[PersistAction]) -> None:
-        with bind_call.of(running.log):
-            await self._persistence.write(running.call.call_id, batch)
+    async def _write(self, context: dict[str, Any], call_id: uuid.UUID, batch: list[PersistAction]) -> None:
+        with bind_call.of(context):
+            await self._persistence.write(call_id, batch)
 
     def _media_error(self, call: Call) -> Callable[[BaseException], None]:
         context = call_context(str(call.call_id), str(call.correlation_id))

@@ -3,7 +3,9 @@ relay continuity, the transcoding chain, DTMF regeneration, timeouts, and the re
 
 from __future__ import annotations
 
+import gc
 import itertools
+import weakref
 
 import numpy as np
 import pytest
@@ -372,3 +374,21 @@ async def test_metrics_are_registered_while_the_plane_lives_and_removed_on_close
         assert b"uc_media_leg_mos" in generate_latest(registry)
         await plane.close()
         assert b"uc_media_" not in generate_latest(registry)
+
+
+def test_a_detached_endpoint_sends_nothing_and_is_freed_without_the_garbage_collector() -> None:
+    clock, events = FakeClock(), list[MediaEvent]()
+    endpoint, transport = make_endpoint("a", clock, events)
+    endpoint.configure(params(PCMU, PHONE_A))
+    output = endpoint.output
+    endpoint.detach()
+    # A late generated packet (a codec result after the call ended) goes nowhere.
+    assert output.send_local(b"\xff" * 160, 0, 160, clock.now) is False
+    assert transport.sent == []
+    gone = weakref.ref(endpoint)
+    gc.disable()
+    try:
+        del endpoint
+        assert gone() is None  # no endpoint <-> stream cycle left for the collector
+    finally:
+        gc.enable()
