@@ -51,6 +51,28 @@ _DIGITS = re.compile(r"^[0-9]{1,32}$")
 _ATTRIBUTE_NAME = re.compile(r"^[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]{1,64}$")
 _FORBIDDEN_CHARS = re.compile(r"[\x00\r\n]")
 _NUMBER = re.compile(r"^[0-9]{1,9}(\.[0-9]{1,9})?$")
+# Fast paths: one precompiled full match accepts the well-formed common case (a subset of what the
+# step-by-step checks accept, giving the same result); anything it rejects goes through those checks,
+# which name the offending field in the error exactly as before.
+_TOKEN_CLASS = r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]"
+_ADDRESS_CLASS = r"[A-Za-z0-9.:_/%\[\]-]"
+_WELL_FORMED_ORIGIN = re.compile(
+    rf"([^ ]+) ([0-9]{{1,32}}) ([0-9]{{1,32}}) ({_TOKEN_CLASS}+) ({_TOKEN_CLASS}+) ({_ADDRESS_CLASS}+)"
+)
+_WELL_FORMED_CONNECTION = re.compile(rf"({_TOKEN_CLASS}+) ({_TOKEN_CLASS}+) ({_ADDRESS_CLASS}+)")
+_WELL_FORMED_TIMING = re.compile(r"([0-9]{1,32}) ([0-9]{1,32})")
+# Attribute name up to the first colon; the value (if any) is everything after it.
+_WELL_FORMED_ATTRIBUTE = re.compile(rf"({_TOKEN_CLASS}{{1,64}})(?::(.*))?", re.DOTALL)
+# An RTP m-line with a plain port and payload types in 0..127 written with at most 3 digits (as
+# parse_m_line checks them); the proto and the port range are checked after the match.
+_PAYLOAD_TYPE = r"(?:1[01][0-9]|12[0-7]|0[0-9][0-9]|[0-9][0-9]?)"
+_WELL_FORMED_RTP_M_LINE = re.compile(
+    rf"({_TOKEN_CLASS}+) ([0-9]{{1,5}}) ((?:UDP/TLS/)?RTP/S?AVPF?)((?: {_PAYLOAD_TYPE})+)"
+)
+# A whole body of well-formed lines, each ending in LF or CRLF; findall of _SDP_LINE then yields the
+# (type, value) pairs without a Python step per line.
+_WELL_FORMED_LINES = re.compile(r"(?:[a-z]=[^\x00\r\n]*\r?\n)+")
+_SDP_LINE = re.compile(r"([a-z])=([^\x00\r\n]*)\r?\n")
 RTP_PROTOS = frozenset(
     {"RTP/AVP", "RTP/AVPF", "RTP/SAVP", "RTP/SAVPF", "UDP/TLS/RTP/SAVP", "UDP/TLS/RTP/SAVPF"}
 )
@@ -160,6 +182,10 @@ class Origin:
 
     @classmethod
     def parse(cls, value: str) -> Origin:
+        match = _WELL_FORMED_ORIGIN.fullmatch(value)
+        if match is not None:
+            username, session_id, version, nettype, addrtype, address = match.groups()
+            return cls(username, session_id, int(version), address, nettype, addrtype)
         parts = value.split(" ")
         if len(parts) != 6:
             raise _field_error("o", value, "expected 6 fields")
@@ -193,6 +219,10 @@ class Connection:
 
     @classmethod
     def parse(cls, value: str) -> Connection:
+        match = _WELL_FORMED_CONNECTION.fullmatch(value)
+        if match is not None:
+            nettype, addrtype, address = match.groups()
+            return cls(address, nettype, addrtype)
         parts = value.split(" ")
         if len(parts) != 3:
             raise _field_error("c", value, "expected 3 fields")
@@ -237,6 +267,9 @@ class Timing:
 
     @classmethod
     def parse(cls, value: str) -> Timing:
+        match = _WELL_FORMED_TIMING.fullmatch(value)
+        if match is not None:
+            return cls(int(match[1]), int(match[2]))
         parts = value.split(" ")
         if len(parts) != 2 or not all(_DIGITS.match(p) for p in parts):
             raise _field_error("t", value, "expected <start-time> <stop-time>")
@@ -252,12 +285,7 @@ class Attribute:
 
     @classmethod
     def parse(cls, text: str) -> Attribute:
-        name, sep, value = text.partition(":")
-        if not _ATTRIBUTE_NAME.match(name):
-            raise _field_error("a", text, f"attribute name {name!r} is not a token")
-        attribute = cls(name, value if sep else None)
-        _validate_attribute(attribute, text)
-        return attribute
+        return cls(*_attribute_fields(text))
 
     def __str__(self) -> str:
         return self.name if self.value is None else f"{self.name}:{self.value}"
@@ -334,6 +362,33 @@ def _parse_payload_type(context: str, text: str) -> int:
     return int(text)
 
 
+# Most a= lines of a call's SDP (rtpmap, fmtp, ptime, direction...) are the same text call after call:
+# their checked split is kept (an Attribute is mutable, so each parse still builds a new one). Text that
+# fails raises each time (the cache keeps only results).
+@functools.lru_cache(maxsize=1024)
+def _attribute_fields(text: str) -> tuple[str, str | None]:
+    """``(name, value)`` of a valid ``a=`` value; raises ValueError naming the problem otherwise."""
+    name: str
+    value: str | None
+    match = _WELL_FORMED_ATTRIBUTE.fullmatch(text)
+    if match is not None:
+        name, value = match.groups()
+    else:
+        name, sep, rest = text.partition(":")
+        if not _ATTRIBUTE_NAME.match(name):
+            raise _field_error("a", text, f"attribute name {name!r} is not a token")
+        value = rest if sep else None
+    if name in _VALIDATED_ATTRIBUTE_NAMES:
+        _validate_attribute(Attribute(name, value), text)
+    return name, value
+
+
+# The attributes _validate_attribute checks; any other name needs no call.
+_VALIDATED_ATTRIBUTE_NAMES = frozenset(
+    {"rtpmap", "fmtp", "ptime", "maxptime", "rtcp", "rtcp-mux", *(d.value for d in Direction)}
+)
+
+
 def _validate_attribute(attribute: Attribute, text: str) -> None:
     name, value = attribute.name, attribute.value
     if name == "rtpmap":
@@ -356,13 +411,19 @@ class _AttributeMixin:
     attributes: list[Attribute]
 
     def get_attribute(self, name: str) -> Attribute | None:
-        return next((a for a in self.attributes if a.name == name), None)
+        for attribute in self.attributes:
+            if attribute.name == name:
+                return attribute
+        return None
 
     def get_values(self, name: str) -> list[str]:
         return [a.value for a in self.attributes if a.name == name and a.value is not None]
 
     def has_attribute(self, name: str) -> bool:
-        return any(a.name == name for a in self.attributes)
+        for attribute in self.attributes:
+            if attribute.name == name:
+                return True
+        return False
 
     def remove_attributes(self, name: str) -> None:
         self.attributes[:] = [a for a in self.attributes if a.name != name]
@@ -435,6 +496,12 @@ class MediaDescription(_AttributeMixin):
 
     @classmethod
     def parse_m_line(cls, value: str) -> MediaDescription:
+        match = _WELL_FORMED_RTP_M_LINE.fullmatch(value)
+        if match is not None:
+            media, port_text, proto, format_text = match.groups()
+            port = int(port_text)
+            if port <= 65535 and proto in RTP_PROTOS:
+                return cls(media, port, proto, format_text[1:].split(" "), None)
         parts = value.split(" ")
         if len(parts) < 4:
             raise _field_error("m", value, "expected <media> <port> <proto> <fmt> ...")
@@ -498,21 +565,21 @@ class MediaDescription(_AttributeMixin):
 
     def codecs(self) -> list[Codec]:
         """RTP formats in offer preference order; unknown dynamic types without rtpmap are skipped."""
-        if not self.is_rtp:
+        if self.proto not in RTP_PROTOS:
             return []
-        rtpmaps, fmtps = self.rtpmaps(), self.fmtps()
-        codecs = []
-        for fmt in self.formats:
-            payload_type = int(fmt)
-            rtpmap = rtpmaps.get(payload_type)
-            if rtpmap is not None:
-                name, rate, channels = rtpmap.encoding_name, rtpmap.clock_rate, rtpmap.channels
-            elif payload_type in _STATIC_AUDIO_TYPES and self.media == "audio":
-                name, rate, channels = _STATIC_AUDIO_TYPES[payload_type]
-            else:
-                continue
-            codecs.append(Codec(name, rate, channels, payload_type, fmtps.get(fmt)))
-        return codecs
+        # A call reads the codecs of the same few sections several times (check, answer, stream
+        # parameters of both legs): the result is memoised on everything it is computed from, read
+        # afresh each call, so a mutated section never gets a stale answer.
+        rtpmap_values: list[str] = []
+        fmtp_values: list[str] = []
+        for attribute in self.attributes:
+            name = attribute.name
+            if name == "rtpmap":
+                if attribute.value is not None:
+                    rtpmap_values.append(attribute.value)
+            elif name == "fmtp" and attribute.value is not None:
+                fmtp_values.append(attribute.value)
+        return list(_codecs_of(self.media, tuple(self.formats), tuple(rtpmap_values), tuple(fmtp_values)))
 
     @property
     def ptime(self) -> float | None:
@@ -534,17 +601,52 @@ class MediaDescription(_AttributeMixin):
         return attribute.value if attribute is not None else None
 
     def lines(self) -> Iterable[str]:
-        yield "m=" + self.m_line()
+        yield from self._render_lines([])
+
+    def _render_lines(self, out: list[str]) -> list[str]:
+        """Append this section's lines to ``out`` (one list for a whole description, joined once)."""
+        append = out.append
+        append("m=" + self.m_line())
         if self.information is not None:
-            yield "i=" + self.information
+            append("i=" + self.information)
         if self.connection is not None:
-            yield f"c={self.connection}"
+            append(f"c={self.connection}")
         for bandwidth in self.bandwidths:
-            yield f"b={bandwidth}"
+            append(f"b={bandwidth}")
         if self.encryption_key is not None:
-            yield "k=" + self.encryption_key
-        for attribute in self.attributes:
-            yield f"a={attribute}"
+            append("k=" + self.encryption_key)
+        out += [f"a={attribute}" for attribute in self.attributes]
+        return out
+
+
+@functools.lru_cache(maxsize=256)
+def _codecs_of(
+    media: str, formats: tuple[str, ...], rtpmap_values: tuple[str, ...], fmtp_values: tuple[str, ...]
+) -> tuple[Codec, ...]:
+    """:meth:`MediaDescription.codecs` of an RTP section (Codec is immutable, so results are shared).
+
+    Raises as the section's own ``rtpmaps()``/``int(format)`` would; a failure is not cached.
+    """
+    rtpmaps: dict[int, RtpMap] = {}
+    for value in rtpmap_values:
+        rtpmap = RtpMap.parse(value)
+        rtpmaps.setdefault(rtpmap.payload_type, rtpmap)
+    fmtps: dict[str, str] = {}
+    for value in fmtp_values:
+        fmt, _, params = value.partition(" ")
+        fmtps.setdefault(fmt, params.strip())
+    codecs = []
+    for fmt in formats:
+        payload_type = int(fmt)
+        known = rtpmaps.get(payload_type)
+        if known is not None:
+            name, rate, channels = known.encoding_name, known.clock_rate, known.channels
+        elif payload_type in _STATIC_AUDIO_TYPES and media == "audio":
+            name, rate, channels = _STATIC_AUDIO_TYPES[payload_type]
+        else:
+            continue
+        codecs.append(Codec(name, rate, channels, payload_type, fmtps.get(fmt)))
+    return tuple(codecs)
 
 
 @dataclass(slots=True)
@@ -600,33 +702,38 @@ class SessionDescription(_AttributeMixin):
         )
 
     def lines(self) -> Iterable[str]:
-        yield f"v={self.version}"
-        yield f"o={self.origin}"
-        yield "s=" + self.session_name
+        yield from self._render_lines()
+
+    def _render_lines(self) -> list[str]:
+        """Every line in RFC 8866 order, without line ends (``__str__`` joins them in one call)."""
+        out = [f"v={self.version}", f"o={self.origin}", "s=" + self.session_name]
+        append = out.append
         if self.information is not None:
-            yield "i=" + self.information
+            append("i=" + self.information)
         if self.uri is not None:
-            yield "u=" + self.uri
-        yield from ("e=" + email for email in self.emails)
-        yield from ("p=" + phone for phone in self.phones)
+            append("u=" + self.uri)
+        out += ["e=" + email for email in self.emails]
+        out += ["p=" + phone for phone in self.phones]
         if self.connection is not None:
-            yield f"c={self.connection}"
+            append(f"c={self.connection}")
         for bandwidth in self.bandwidths:
-            yield f"b={bandwidth}"
+            append(f"b={bandwidth}")
         for timing in self.timings:
-            yield f"t={timing.start} {timing.stop}"
-            yield from ("r=" + repeat for repeat in timing.repeats)
+            append(f"t={timing.start} {timing.stop}")
+            out += ["r=" + repeat for repeat in timing.repeats]
         if self.time_zones is not None:
-            yield "z=" + self.time_zones
+            append("z=" + self.time_zones)
         if self.encryption_key is not None:
-            yield "k=" + self.encryption_key
-        for attribute in self.attributes:
-            yield f"a={attribute}"
+            append("k=" + self.encryption_key)
+        out += [f"a={attribute}" for attribute in self.attributes]
         for media in self.media:
-            yield from media.lines()
+            media._render_lines(out)
+        return out
 
     def __str__(self) -> str:
-        return "".join(line + CRLF for line in self.lines())
+        out = self._render_lines()
+        out.append("")  # the last line ends with CRLF too
+        return CRLF.join(out)
 
     def __bytes__(self) -> bytes:
         return str(self).encode("utf-8")
@@ -667,6 +774,13 @@ class _Parser:
         self.text = data
 
     def _lines(self) -> list[tuple[str, str]]:
+        if _WELL_FORMED_LINES.fullmatch(self.text):
+            lines: list[tuple[str, str]] = _SDP_LINE.findall(self.text)
+            return lines
+        return self._checked_lines()
+
+    def _checked_lines(self) -> list[tuple[str, str]]:
+        """Line by line, so that the first malformed line is the one the error names."""
         raw_lines = self.text.split("\n")
         if raw_lines and raw_lines[-1] in ("", "\r"):
             raw_lines.pop()
@@ -744,10 +858,20 @@ class _Parser:
     @staticmethod
     def _media_section(description: SessionDescription, lines: list[tuple[str, str]], index: int) -> int:
         media = MediaDescription.parse_m_line(lines[index][1])
+        attributes = media.attributes
+        parse_attribute = Attribute.parse
+        end = len(lines)
         index += 1
-        while index < len(lines) and lines[index][0] != "m":
+        while index < end:
             line_type, value = lines[index]
-            if line_type not in "icbka":
+            # Most lines of a section are a= lines: tested first (each line matches one branch only).
+            if line_type == "a":
+                attributes.append(parse_attribute(value))
+                index += 1
+                continue
+            if line_type == "m":
+                break
+            if line_type not in "icbk":
                 raise ValueError(f"SDP {line_type}= line is not allowed in a media section")
             if line_type == "i":
                 if media.information is not None:
@@ -759,10 +883,8 @@ class _Parser:
                 media.connection = Connection.parse(value)
             elif line_type == "b":
                 media.bandwidths.append(Bandwidth.parse(value))
-            elif line_type == "k":
+            else:  # k
                 media.encryption_key = value
-            else:
-                media.attributes.append(Attribute.parse(value))
             index += 1
         if media.connection is None and description.connection is None and media.port != 0:
             raise ValueError(f"SDP media section {media.m_line()!r} has no c= line")
@@ -807,7 +929,12 @@ def _match_codecs(offered: Sequence[Codec], supported: Sequence[Codec]) -> tuple
         if ours is None or key in taken:
             continue
         taken.add(key)
-        chosen.append(Codec(ours.name, ours.clock_rate, ours.channels, offered_codec.payload_type, ours.fmtp))
+        if type(ours) is Codec and ours.payload_type == offered_codec.payload_type:
+            chosen.append(ours)  # the Codec we would build is equal to it, and Codecs are immutable
+        else:
+            chosen.append(
+                Codec(ours.name, ours.clock_rate, ours.channels, offered_codec.payload_type, ours.fmtp)
+            )
     if not any(codec.is_voice for codec in chosen):
         return ()
     return tuple(chosen)
@@ -991,4 +1118,6 @@ class OriginTracker:
 
     @staticmethod
     def _content_of(description: SessionDescription) -> str:
-        return CRLF.join(line for line in description.lines() if not line.startswith("o="))
+        lines = description._render_lines()
+        del lines[1]  # the o= line (always second; no other line starts with "o=")
+        return CRLF.join(lines)

@@ -19,6 +19,9 @@ from signaling.sdp import (
     negotiate,
 )
 
+# MediaDirection(value) without the enum call machinery (twice per call); the names are the same.
+_MEDIA_DIRECTION_BY_NAME = {direction.value: direction for direction in MediaDirection}
+
 
 def _origin(local: LocalMedia, session_id: str) -> Origin:
     addrtype = "IP6" if ":" in local.address else "IP4"
@@ -98,8 +101,13 @@ def stream_params(local: SessionDescription, remote: SessionDescription) -> Stre
     if pair is None:
         return None
     ours, theirs = pair
-    our_codecs = ours.codecs()
-    common = [codec for codec in theirs.codecs() if any(codec.matches(mine) for mine in our_codecs)]
+    # Codec.matches compares (lower-cased name, clock rate, channels): one set lookup per codec.
+    our_keys = {(mine.name.lower(), mine.clock_rate, mine.channels) for mine in ours.codecs()}
+    common = [
+        codec
+        for codec in theirs.codecs()
+        if (codec.name.lower(), codec.clock_rate, codec.channels) in our_keys
+    ]
     voice = [codec for codec in common if codec.is_voice]
     if not voice:
         return None
@@ -113,7 +121,7 @@ def stream_params(local: SessionDescription, remote: SessionDescription) -> Stre
         send_format=_payload(voice[0]),
         formats=tuple(_payload(codec) for codec in voice),
         telephone_event=_payload(events) if events is not None else None,
-        direction=MediaDirection(local.direction_of(ours).value),
+        direction=_MEDIA_DIRECTION_BY_NAME[local.direction_of(ours).value],
         ptime_ms=int(ptime),
         rtcp_mux=ours.rtcp_mux and theirs.rtcp_mux,
     )
