@@ -24,6 +24,7 @@ import collections
 import dataclasses
 import datetime as dt
 import functools
+import inspect
 import logging
 import time
 import uuid
@@ -60,6 +61,7 @@ from signaling.sip.events import (
 )
 from signaling.sip.invite import SendAck, SendRequest, SendResponse
 from signaling.sip.message import Request, build_response, cseq_of, to_tag
+from signaling.sip.transaction import TransactionState
 from signaling.transport.application import SipRouter
 from signaling.transport.hub import SipTransportHub
 from storage.ports import CallRepository, CdrRepository, QualityReport
@@ -122,7 +124,7 @@ class _Resumed:
     def close(self) -> None:
         """Cancel the coroutine if it never finished (its task was cancelled before its first step), as
         the task would have: ``CancelledError`` at the await it stopped on."""
-        if self._coroutine.cr_frame is None:
+        if inspect.getcoroutinestate(self._coroutine) == inspect.CORO_CLOSED:
             return
         try:
             self._coroutine.throw(asyncio.CancelledError())
@@ -344,7 +346,8 @@ class CallControlService:
                 self._feed(running, lambda now: running.call.handle_cancel(request, event.transaction, now))
             elif event.cancels is not None:
                 invite_tx = hub.endpoint.server_transaction(event.cancels)
-                if invite_tx is not None:
+                # Still unanswered: a transaction with its final response has let its request go.
+                if invite_tx is not None and invite_tx.state is TransactionState.PROCEEDING:
                     self._respond(event.cancels, build_response(invite_tx.request, 487))
             return None
         if running is not None:

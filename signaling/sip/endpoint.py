@@ -63,7 +63,6 @@ from signaling.sip.message import (
     parse_with_keys,
     replace_top_via,
     serialize,
-    to_tag,
     top_via,
 )
 from signaling.sip.routing import (
@@ -254,7 +253,7 @@ class SipEndpoint:
             raise LocalProtocolError(f"no server transaction {transaction.branch} {transaction.method}")
         tx.respond(response, now)
         if isinstance(tx, ServerInviteTransaction) and tx.state is TransactionState.ACCEPTED:
-            self._accepted[(tx.request.headers["Call-ID"], cseq_of(tx.request).sequence)] = tx.key
+            self._accepted[tx.ack_key] = tx.key
         self._after(tx)
 
     def send_stateless(self, message: SipMessage, destination: TransportAddress) -> None:
@@ -339,9 +338,8 @@ class SipEndpoint:
             if merge_key is not None and self._merge_index.get(merge_key) == key:
                 del self._merge_index[merge_key]
             if isinstance(tx, ServerInviteTransaction):
-                ack_key = (tx.request.headers["Call-ID"], cseq_of(tx.request).sequence)
-                if self._accepted.get(ack_key) == key:
-                    del self._accepted[ack_key]
+                if self._accepted.get(tx.ack_key) == key:
+                    del self._accepted[tx.ack_key]
 
     def _reply_to_broken(self, error: MessageParseError, source: TransportAddress) -> None:
         reply = error.build_reply()
@@ -466,8 +464,7 @@ class SipEndpoint:
         if invite_tx is None:
             tx.respond(build_response(cancel, 481), now)
             return
-        tag = to_tag(invite_tx.last_response) if invite_tx.last_response is not None else None
-        tx.respond(build_response(cancel, 200, to_tag=tag), now)
+        tx.respond(build_response(cancel, 200, to_tag=invite_tx.response_to_tag()), now)
         if invite_tx.state is TransactionState.PROCEEDING:
             self.emit(RequestReceived(cancel, source, key, cancels=invite_key))
 

@@ -34,6 +34,7 @@ from signaling.sip.message import (
     Response,
     build_ack_for_non_2xx,
     build_response,
+    cseq_of,
     serialize,
     to_tag,
 )
@@ -171,8 +172,48 @@ class Transaction:
         raise NotImplementedError
 
 
-class ClientInviteTransaction(Transaction):
-    __slots__ = ("_ack_bytes", "_request_bytes", "request")
+class ClientTransactionBase(Transaction):
+    """The request a client transaction sends, kept while it may be retransmitted (Timers A and E).
+
+    A final response lets it go: the transaction then only absorbs retransmitted responses for up to 32 s
+    (Timers D, K and M), and each call's lingering transactions would otherwise hold their parsed
+    requests (dozens of objects each) for the cyclic garbage collector to walk on every collection.
+    """
+
+    __slots__ = ("_request", "_request_bytes")
+
+    def __init__(
+        self,
+        key: TransactionKey,
+        request: Request,
+        destination: TransportAddress,
+        output: TransactionOutput,
+        timers: TimerSettings,
+        initial: TransactionState,
+    ) -> None:
+        super().__init__(key, destination, output, timers, initial)
+        self._request: Request | None = request
+        self._request_bytes: bytes | None = serialize(request)
+        self._send(self._request_bytes)
+
+    @property
+    def request(self) -> Request:
+        """The request sent (a transaction that got its final response has let it go)."""
+        if self._request is None:
+            raise LocalProtocolError(f"{self!r} no longer holds its request (it has its final response)")
+        return self._request
+
+    def _release_request(self) -> None:
+        self._request = None
+        self._request_bytes = None
+
+    def _retransmit_request(self) -> None:
+        if self._request_bytes is not None:
+            self._send(self._request_bytes, retransmission=True)
+
+
+class ClientInviteTransaction(ClientTransactionBase):
+    __slots__ = ("_ack_bytes",)
     ROLE = "client"
     KIND = "INVITE"
     TRANSITIONS = {
@@ -200,11 +241,8 @@ class ClientInviteTransaction(Transaction):
         timers: TimerSettings,
         now: float,
     ) -> None:
-        super().__init__(key, destination, output, timers, S.CALLING)
-        self.request = request
-        self._request_bytes = serialize(request)
+        super().__init__(key, request, destination, output, timers, S.CALLING)
         self._ack_bytes: bytes | None = None
-        self._send(self._request_bytes)
         if not self.reliable:
             self._start("A", now, timers.timer_a)
         self._start("B", now, timers.timer_b)
@@ -220,10 +258,12 @@ class ClientInviteTransaction(Transaction):
                 self._move("2xx")
                 self._stop("A", "B", "C")
                 self._start("M", now, self._timers.timer_m)
+                self._release_request()
             else:
                 self._move("300-699")
                 self._stop("A", "B", "C")
                 self._ack_bytes = serialize(build_ack_for_non_2xx(self.request, response))
+                self._release_request()
                 self._send(self._ack_bytes)
                 self._wait_then_end("D", now, self._timers.timer_d(self.reliable))
             self._output.emit(ResponseReceived(response, source, self.key))
@@ -241,7 +281,7 @@ class ClientInviteTransaction(Transaction):
 
     def _on_timer(self, name: str, now: float) -> None:
         if name == "A":
-            self._send(self._request_bytes, retransmission=True)
+            self._retransmit_request()
             interval = self._timers.next_interval(self._intervals["A"], cap_at_t2=False)
             self._start("A", now, interval)
         elif name in ("B", "C"):
@@ -251,8 +291,8 @@ class ClientInviteTransaction(Transaction):
             self._move(f"timer_{name}")
 
 
-class ClientNonInviteTransaction(Transaction):
-    __slots__ = ("_request_bytes", "request")
+class ClientNonInviteTransaction(ClientTransactionBase):
+    __slots__ = ()
     ROLE = "client"
     KIND = "non-INVITE"
     TRANSITIONS = {
@@ -276,10 +316,7 @@ class ClientNonInviteTransaction(Transaction):
         timers: TimerSettings,
         now: float,
     ) -> None:
-        super().__init__(key, destination, output, timers, S.TRYING)
-        self.request = request
-        self._request_bytes = serialize(request)
-        self._send(self._request_bytes)
+        super().__init__(key, request, destination, output, timers, S.TRYING)
         if not self.reliable:
             self._start("E", now, timers.timer_e)
         self._start("F", now, timers.timer_f)
@@ -293,6 +330,7 @@ class ClientNonInviteTransaction(Transaction):
             self._move("200-699")
             self._stop("E", "F")
             self._wait_then_end("K", now, self._timers.timer_k(self.reliable))
+            self._release_request()
         self._output.emit(ResponseReceived(response, source, self.key))
 
     def transport_error(self) -> None:
@@ -303,7 +341,7 @@ class ClientNonInviteTransaction(Transaction):
 
     def _on_timer(self, name: str, now: float) -> None:
         if name == "E":
-            self._send(self._request_bytes, retransmission=True)
+            self._retransmit_request()
             if self.state is S.PROCEEDING:
                 interval = self._timers.t2
             else:
@@ -319,7 +357,7 @@ class ClientNonInviteTransaction(Transaction):
 class ServerTransaction(Transaction):
     """Shared parts of both server transactions: the request and the last response sent."""
 
-    __slots__ = ("_last_response_bytes", "_request", "last_response", "source")
+    __slots__ = ("_last_response_bytes", "_released_to_tag", "_request", "last_response", "source")
 
     def __init__(
         self,
@@ -336,6 +374,7 @@ class ServerTransaction(Transaction):
         self.source = source
         self.last_response: Response | None = None
         self._last_response_bytes: bytes | None = None
+        self._released_to_tag: str | None = None
 
     @property
     def request(self) -> Request:
@@ -349,8 +388,17 @@ class ServerTransaction(Transaction):
         UDP) then holds a handful of objects instead of two parsed messages (~70 objects), which is what
         the cyclic garbage collector walks on every full collection - at thousands of REGISTERs/s those
         walks otherwise stall the loop for long enough to cause retransmission storms."""
+        if self.last_response is not None:
+            self._released_to_tag = to_tag(self.last_response)
         self._request = None
         self.last_response = None
+
+    def response_to_tag(self) -> str | None:
+        """The To tag of the last response sent (kept when the messages are let go): a CANCEL's 200
+        carries the same one (RFC 3261 §9.2)."""
+        if self.last_response is not None:
+            return to_tag(self.last_response)
+        return self._released_to_tag
 
     def _send_response(self, response: Response) -> None:
         self.last_response = response
@@ -363,7 +411,7 @@ class ServerTransaction(Transaction):
 
 
 class ServerInviteTransaction(ServerTransaction):
-    __slots__ = ("ack_received",)
+    __slots__ = ("ack_key", "ack_received")
     ROLE = "server"
     KIND = "INVITE"
     TRANSITIONS = {
@@ -389,6 +437,8 @@ class ServerInviteTransaction(ServerTransaction):
     ) -> None:
         super().__init__(key, request, source, destination, output, timers, S.PROCEEDING)
         self.ack_received = False
+        # (Call-ID, CSeq number): how the endpoint matches the ACK for a 2xx, which has its own branch.
+        self.ack_key: tuple[str, int] = (request.headers["Call-ID"], cseq_of(request).sequence)
         self._start("C", now, timers.timer_c)
 
     def receive_request(self, request: Request, now: float) -> bool:
@@ -427,6 +477,7 @@ class ServerInviteTransaction(ServerTransaction):
                 self._start("L", now, self._timers.timer_l)
                 if not self.reliable:
                     self._start("2xx", now, self._timers.t1)
+            self._release_messages()  # Accepted resends the 2xx bytes, absorbs INVITEs, passes ACKs up
         else:
             self._move("300-699")
             self._send_response(response)
@@ -434,6 +485,7 @@ class ServerInviteTransaction(ServerTransaction):
             if not self.reliable:
                 self._start("G", now, self._timers.timer_g)
             self._start("H", now, self._timers.timer_h)
+            self._release_messages()  # Completed resends the bytes and waits for the ACK
 
     def _on_timer(self, name: str, now: float) -> None:
         if name in ("G", "2xx"):

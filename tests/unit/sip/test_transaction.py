@@ -549,3 +549,90 @@ def test_ack_without_any_transaction_goes_up_and_is_counted_stray() -> None:
     [event] = drain(endpoint)
     assert isinstance(event, RequestReceived) and event.transaction is None
     assert endpoint.stats.stray_acks == 1 and sent_codes(endpoint) == []
+
+
+# ------------------------------------------------------------------ what a finished transaction keeps
+
+
+def test_client_transactions_let_their_request_go_at_the_final_response_and_still_absorb() -> None:
+    endpoint = new_endpoint()
+    invite, options = make_request("INVITE"), make_request("OPTIONS", cseq=2)
+    invite_key = endpoint.send_request(invite, BOB, now=0.0)
+    options_key = endpoint.send_request(options, BOB, now=0.0)
+    endpoint.datagrams_to_send()
+    endpoint.receive(response_to(invite, 200), BOB, now=0.1)
+    endpoint.receive(response_to(options, 200), BOB, now=0.1)
+    assert len(drain(endpoint)) == 2
+    for key in (invite_key, options_key):
+        tx = endpoint.client_transaction(key)
+        assert tx is not None and tx.state in (TransactionState.ACCEPTED, TransactionState.COMPLETED)
+        with pytest.raises(LocalProtocolError, match="no longer holds its request"):
+            tx.request  # noqa: B018 - the property is the thing tested
+    # A retransmitted 2xx still goes up (RFC 6026 Accepted); a retransmitted OPTIONS 200 is absorbed.
+    endpoint.receive(response_to(invite, 200), BOB, now=0.2)
+    endpoint.receive(response_to(options, 200), BOB, now=0.2)
+    [event] = drain(endpoint)
+    assert isinstance(event, ResponseReceived) and event.transaction == invite_key
+    assert sent_codes(endpoint) == []  # no request retransmitted from a released transaction
+    fire_timers_until(endpoint, 40.0)
+    assert endpoint.active_transactions == 0
+
+
+def test_a_rejected_invite_still_acks_retransmitted_final_responses_after_letting_go() -> None:
+    endpoint = new_endpoint()
+    invite = make_request("INVITE")
+    key = endpoint.send_request(invite, BOB, now=0.0)
+    endpoint.datagrams_to_send()
+    endpoint.receive(response_to(invite, 486), BOB, now=0.1)
+    assert sent_codes(endpoint) == ["ACK"]
+    endpoint.receive(response_to(invite, 486), BOB, now=0.3)
+    assert sent_codes(endpoint) == ["ACK"]  # Completed: the same ACK again, from its bytes
+    tx = endpoint.client_transaction(key)
+    assert tx is not None and tx.state is TransactionState.COMPLETED
+    with pytest.raises(LocalProtocolError):
+        tx.request  # noqa: B018
+
+
+def test_an_answered_invite_server_transaction_keeps_only_what_accepted_needs() -> None:
+    endpoint = new_endpoint()
+    invite, key = receive_invite(endpoint)
+    endpoint.datagrams_to_send()
+    endpoint.respond(key, build_response(invite, 200, to_tag="b1"), now=0.1)
+    assert sent_codes(endpoint) == [200]
+    tx = endpoint.server_transaction(key)
+    assert tx is not None and tx.state is TransactionState.ACCEPTED
+    assert tx.last_response is None
+    with pytest.raises(LocalProtocolError):
+        tx.request  # noqa: B018
+    # The 2xx is still retransmitted until the ACK (from its bytes), and the ACK still matches.
+    fire_timers_until(endpoint, 0.65)
+    assert sent_codes(endpoint) == [200]
+    ack = make_request("ACK", branch="z9hG4bKack1")
+    ack.headers.set("To", f"{invite.headers['To']};tag=b1")
+    endpoint.receive(wire(ack), ALICE, now=0.7)
+    [event] = drain(endpoint)
+    assert isinstance(event, RequestReceived) and event.request.method == "ACK"
+    # A CANCEL crossing the 2xx gets 200 with the 2xx's To tag (RFC 3261 §9.2), not a crash.
+    cancel = build_cancel(invite)
+    endpoint.receive(wire(cancel), ALICE, now=0.8)
+    [(data, _destination)] = endpoint.datagrams_to_send()
+    reply = parse_message(data)
+    assert isinstance(reply, Response) and reply.code == 200
+    assert reply.headers["To"].endswith(";tag=b1")
+    assert drain(endpoint) == []  # nothing to cancel any more
+
+
+def test_a_rejected_invite_server_transaction_still_takes_its_ack() -> None:
+    endpoint = new_endpoint()
+    invite, key = receive_invite(endpoint)
+    endpoint.datagrams_to_send()
+    endpoint.respond(key, build_response(invite, 486, to_tag="b1"), now=0.1)
+    assert sent_codes(endpoint) == [486]
+    tx = endpoint.server_transaction(key)
+    assert tx is not None and tx.state is TransactionState.COMPLETED and tx.last_response is None
+    endpoint.receive(wire(invite), ALICE, now=0.2)  # retransmitted INVITE: the 486 again
+    assert sent_codes(endpoint) == [486]
+    ack = make_request("ACK")  # the same branch as the INVITE: the transaction's own ACK (§17.1.1.3)
+    ack.headers.set("To", f"{invite.headers['To']};tag=b1")
+    endpoint.receive(wire(ack), ALICE, now=0.3)
+    assert tx.state is TransactionState.CONFIRMED
