@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -13,10 +14,9 @@ from storage.events.catalogue import (
     DEFAULT_TOPICS,
     EventTopics,
     EventType,
-    as_event_type,
-    key_field,
+    route_of,
 )
-from storage.events.validation import EventValidationError, validate_event
+from storage.events.validation import EventValidationError, validate_built_event, validate_event
 
 
 def format_timestamp(moment: dt.datetime) -> str:
@@ -41,12 +41,13 @@ def make_event(
 ) -> dict[str, Any]:
     """A validated envelope; raises :class:`EventValidationError` naming the field that is wrong."""
     try:
-        kind = as_event_type(event_type)
+        route = route_of(event_type)
     except ValueError:
         raise EventValidationError(f"unknown event type {event_type!r}") from None
+    kind = route.event_type
     envelope: dict[str, Any] = {
-        "event_id": str(event_id or uuid.uuid4()),
-        "type": kind.value,
+        "event_id": _new_event_id() if event_id is None else str(event_id),
+        "type": route.value,
         "schema_version": CURRENT_SCHEMA_VERSION[kind],
         "occurred_at": format_timestamp(occurred_at or dt.datetime.now(dt.UTC)),
         "correlation_id": correlation_id,
@@ -57,8 +58,21 @@ def make_event(
         envelope["call_id"] = call_id
     if conf_session_id is not None:
         envelope["conf_session_id"] = conf_session_id
-    validate_event(envelope)
+    validate_built_event(kind, envelope)
     return envelope
+
+
+# Bits uuid.UUID(version=4) overwrites: the version nibble (4) and the variant bits (RFC 4122).
+_UUID4_FIXED_BITS = (0xF000 << 64) | (0xC000 << 48)
+_UUID4_SET_BITS = (4 << 76) | (0x8000 << 48)
+
+
+def _new_event_id() -> str:
+    """``str(uuid.uuid4())``, the same random version-4 UUID, without building the ``UUID`` object on the
+    way (its constructor and ``__str__`` are most of what an event id cost)."""
+    value = int.from_bytes(os.urandom(16)) & ~_UUID4_FIXED_BITS | _UUID4_SET_BITS
+    digits = f"{value:032x}"
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
 @dataclass(frozen=True)
@@ -83,11 +97,11 @@ def outbox_entry(
     """
     if not validated:
         validate_event(envelope)
-    event_type = as_event_type(envelope["type"])
+    route = route_of(envelope["type"])
     return OutboxEntry(
         event_id=uuid.UUID(envelope["event_id"]),
-        topic=topics.for_type(event_type),
-        partition_key=envelope[key_field(event_type)],
-        event_type=event_type.value,
+        topic=topics.of_route(route),
+        partition_key=envelope[route.key_field],
+        event_type=route.value,
         envelope=dict(envelope),
     )

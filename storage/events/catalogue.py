@@ -41,7 +41,11 @@ class EventTopics:
         return EventTopics(call=prefix + self.call, cdr=prefix + self.cdr, conf=prefix + self.conf)
 
     def for_type(self, event_type: EventType | str) -> str:
-        family = _FAMILIES[as_event_type(event_type)]
+        return self.of_route(route_of(event_type))
+
+    def of_route(self, route: Route) -> str:
+        """The topic of events routed by ``route`` (what :func:`route_of` says of their type)."""
+        family = route.family
         if family == "call":
             return self.call
         return self.cdr if family == "cdr" else self.conf
@@ -55,7 +59,27 @@ DEFAULT_TOPICS = EventTopics()
 
 def key_field(event_type: EventType | str) -> str:
     """The envelope field whose value is the partition key: ``call_id`` or ``conf_session_id``."""
-    return "conf_session_id" if _FAMILIES[as_event_type(event_type)] == "conference" else "call_id"
+    return route_of(event_type).key_field
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """What routing an event of one type needs, worked out once per type (not per event)."""
+
+    event_type: EventType
+    value: str  # the type as a plain ``str`` (reading ``.value`` of an enum member is a property call)
+    family: str  # call, cdr or conference
+    key_field: str
+
+
+def route_of(value: EventType | str) -> Route:
+    """The :class:`Route` of a type given as a member or as its value; an unknown type raises as
+    ``EventType(value)`` does."""
+    try:
+        route = _ROUTES.get(value)
+    except TypeError:  # unhashable: let the enum raise its usual error
+        route = None
+    return route if route is not None else _ROUTES[EventType(value)]
 
 
 def as_event_type(value: EventType | str) -> EventType:
@@ -78,3 +102,13 @@ def _family(event_type: EventType) -> str:
 
 _FAMILIES = {event_type: _family(event_type) for event_type in EventType}
 _BY_VALUE: dict[str, EventType] = {event_type.value: event_type for event_type in EventType}
+# Keyed by value; a member finds its entry too (a StrEnum member hashes and compares as its value).
+_ROUTES: dict[str, Route] = {
+    event_type.value: Route(
+        event_type=event_type,
+        value=event_type.value,
+        family=_FAMILIES[event_type],
+        key_field="conf_session_id" if _FAMILIES[event_type] == "conference" else "call_id",
+    )
+    for event_type in EventType
+}

@@ -36,18 +36,27 @@ def validate_event(envelope: Any) -> None:
         event_type = as_event_type(str(raw_type))
     except ValueError:
         raise EventValidationError(f"event {event_id}: unknown event type {raw_type!r}") from None
-    fast_check, validator = _validators(event_type)
     try:
-        fast_check(envelope)
+        _fast_checker(event_type)(envelope)
         return
     except fastjsonschema.JsonSchemaException:
         pass  # the reference validator below explains what is wrong (and has the last word)
+    validator = _validators(event_type)[1]
     errors = sorted(validator.iter_errors(envelope), key=lambda e: (len(e.absolute_path), list(e.path)))
     if errors:
         error = _most_specific(errors[0])
         where = "/".join(str(part) for part in error.absolute_path) or "(envelope)"
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise EventValidationError(f"event {event_type} {event_id}: {where}: {error.message}{more}")
+
+
+def validate_built_event(event_type: EventType, envelope: dict[str, Any]) -> None:
+    """:func:`validate_event` for the builder, which made ``envelope`` with ``"type"`` ``event_type``:
+    the same verdict and message, without looking the type up again."""
+    try:
+        _fast_checker(event_type)(envelope)
+    except fastjsonschema.JsonSchemaException:
+        validate_event(envelope)  # words the error (the reference validator has the last word)
 
 
 def parse_event(raw: bytes | str) -> dict[str, Any]:
@@ -87,6 +96,17 @@ def _envelope_schema() -> dict[str, Any]:
     return schema
 
 
+_fast_checkers: dict[EventType, Callable[[Any], Any]] = {}
+
+
+def _fast_checker(event_type: EventType) -> Callable[[Any], Any]:
+    # A plain dict: functools.cache builds a key tuple for an argument whose type is a str subclass.
+    checker = _fast_checkers.get(event_type)
+    if checker is None:
+        checker = _fast_checkers[event_type] = _validators(event_type)[0]
+    return checker
+
+
 @cache
 def _validators(event_type: EventType) -> tuple[Callable[[Any], Any], jsonschema.Draft202012Validator]:
     """A compiled checker for the hot path, and the reference validator that explains failures.
@@ -100,7 +120,7 @@ def _validators(event_type: EventType) -> tuple[Callable[[Any], Any], jsonschema
     envelope = _envelope_schema()
     inlined = _inline_refs(schema, {envelope["$id"]: envelope}, schema)
     fast_check = fastjsonschema.compile(
-        {"$schema": "http://json-schema.org/draft-07/schema#", **inlined},
+        {"$schema": "http://json-schema.org/draft-07/schema#", **_nullable_as_type_list(inlined)},
         formats={"date-time": _is_rfc3339_text},
     )
     return fast_check, jsonschema.Draft202012Validator(inlined, format_checker=_format_checker)
@@ -137,3 +157,58 @@ def _inline_refs(node: Any, documents: Mapping[str, Any], current: Mapping[str, 
         for key, value in node.items()
         if key not in ("$defs", "$id", "$schema")
     }
+
+
+# Keywords that constrain only values of the given JSON type (any other value passes them), and
+# annotations, which constrain nothing. A schema of one type made of these alone matches no null.
+_KEYWORDS_OF_TYPE: dict[str, frozenset[str]] = {
+    "string": frozenset({"minLength", "maxLength", "pattern", "format"}),
+    "integer": frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"}),
+    "number": frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"}),
+    "boolean": frozenset(),
+}
+# (Not "default": fastjsonschema fills in the default of a property schema, which X never was.)
+_ANNOTATIONS = frozenset({"title", "description", "$comment", "examples", "deprecated"})
+_NULL_ONLY = {"type": "null"}
+
+
+def _nullable_as_type_list(node: Any) -> Any:
+    """``node`` with each ``oneOf``/``anyOf`` of ``[X, {"type": "null"}]`` written as X that also allows null.
+
+    For the compiled checker only. fastjsonschema tries each alternative of a ``oneOf``/``anyOf`` and
+    catches the exception of the one that fails, and one of the two always fails: an optional field
+    cost a raised and caught exception on every valid event. When X is one type (not null) constrained
+    only by keywords of that type, ``{"type": [X's type, "null"], ...X's keywords}`` accepts exactly
+    the same values (a null passes keywords that apply to another type; nothing is both null and X),
+    and checks with one ``isinstance``. Any other ``oneOf``/``anyOf`` is left as it is.
+    """
+    if isinstance(node, list):
+        return [_nullable_as_type_list(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    result = {key: _nullable_as_type_list(value) for key, value in node.items()}
+    for combinator in ("oneOf", "anyOf"):
+        nullable = _nullable_single_type(result.get(combinator))
+        if nullable is None:
+            continue
+        del result[combinator]
+        if result.keys().isdisjoint(nullable):
+            result.update(nullable)
+        else:  # a sibling keyword of the same name: apply both, as the combinator did
+            result["allOf"] = [*result.get("allOf", []), nullable]
+    return result
+
+
+def _nullable_single_type(alternatives: Any) -> dict[str, Any] | None:
+    """``X`` with ``"type": [t, "null"]`` when ``alternatives`` is ``[X, {"type": "null"}]`` (either order)
+    and X is of the single type ``t`` with only keywords of ``t`` and annotations; else None."""
+    if not isinstance(alternatives, list) or len(alternatives) != 2 or _NULL_ONLY not in alternatives:
+        return None
+    other = alternatives[1] if alternatives[0] == _NULL_ONLY else alternatives[0]
+    if not isinstance(other, dict):
+        return None
+    type_ = other.get("type")
+    keywords = _KEYWORDS_OF_TYPE.get(type_) if isinstance(type_, str) else None
+    if keywords is None or not set(other) - {"type"} <= keywords | _ANNOTATIONS:
+        return None
+    return {**other, "type": [type_, "null"]}

@@ -28,5 +28,10 @@ async def write_outbox(conn: asyncpg.Connection, entries: Sequence[OutboxEntry])
     )
 
 
+# json.dumps with any non-default option builds a new JSONEncoder per call; one, made once, writes the same
+# text. No check for circular references: a valid envelope is a tree (its schema types every nested value).
+_COMPACT_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+
+
 def _compact_json(envelope: object) -> str:
-    return json.dumps(envelope, separators=(",", ":"))
+    return _COMPACT_ENCODER.encode(envelope)

@@ -1,0 +1,86 @@
+"""The per-event shortcuts of the builder, router and outbox writer produce what the long ways did."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+
+import pytest
+
+from storage.events import DEFAULT_TOPICS, EventTopics, EventType, key_field, make_event, outbox_entry
+from storage.events.builder import _new_event_id
+from storage.events.catalogue import as_event_type, route_of
+from storage.events.examples import example_payload
+from storage.kafka.outbox_writer import _compact_json
+
+KEY = "3f2c1b0a-9d8e-4f7a-8b6c-5d4e3f2a1b0c"
+
+
+def test_new_event_ids_are_random_version_4_uuids_in_canonical_text() -> None:
+    ids = [_new_event_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    union, common = 0, (1 << 128) - 1
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
+        union, common = union | parsed.int, common & parsed.int
+    # Only the version and variant bits are fixed (as uuid.uuid4() fixes them); every other bit varies.
+    fixed = (0xF000 << 64) | (0xC000 << 48)
+    assert union | fixed == (1 << 128) - 1
+    assert common == uuid.UUID(int=(4 << 76) | (0x8000 << 48)).int
+
+
+def test_a_given_event_id_is_kept() -> None:
+    event_id = uuid.uuid4()
+    event = make_event(
+        EventType.CALL_ANSWERED,
+        payload=example_payload(EventType.CALL_ANSWERED),
+        correlation_id=KEY,
+        node_id="n",
+        call_id=KEY,
+        event_id=event_id,
+    )
+    assert event["event_id"] == str(event_id)
+
+
+@pytest.mark.parametrize("event_type", list(EventType))
+def test_routes_say_what_the_enum_and_the_topic_rules_say(event_type: EventType) -> None:
+    route = route_of(event_type)
+    assert route is route_of(event_type.value)
+    assert route.event_type is as_event_type(event_type.value)
+    assert type(route.value) is str and route.value == event_type.value
+    family = event_type.value.split(".", 1)[0]
+    assert (
+        route.key_field
+        == ("conf_session_id" if family == "conference" else "call_id")
+        == key_field(event_type)
+    )
+    topics = EventTopics(call="c", cdr="d", conf="f")
+    assert topics.for_type(event_type) == {"call": "c", "cdr": "d", "conference": "f"}[family]
+
+
+@pytest.mark.parametrize("value", ["call.nope", "", "CALL_STARTED"])
+def test_an_unknown_type_is_refused_by_route_of_as_by_the_enum(value: str) -> None:
+    with pytest.raises(ValueError, match="is not a valid EventType"):
+        route_of(value)
+
+
+@pytest.mark.parametrize("event_type", list(EventType))
+def test_outbox_rows_carry_plain_strings_and_the_same_json(event_type: EventType) -> None:
+    keyed_by_call = key_field(event_type) == "call_id"
+    payload = dict(example_payload(event_type))
+    accented = "na\u00efve \u2013 \u00fcn\u00efcode"  # not ASCII: written as \\u escapes by both
+    payload |= {key: accented for key in ("from_uri", "caller", "content_type") if key in payload}
+    event = make_event(
+        event_type,
+        payload=payload,
+        correlation_id=KEY,
+        node_id="n",
+        occurred_at=dt.datetime(2025, 1, 1, tzinfo=dt.UTC),
+        call_id=KEY if keyed_by_call else None,
+        conf_session_id=None if keyed_by_call else KEY,
+    )
+    entry = outbox_entry(event, DEFAULT_TOPICS, validated=True)
+    assert type(entry.event_type) is str and type(event["type"]) is str
+    assert _compact_json(entry.envelope) == json.dumps(entry.envelope, separators=(",", ":"))
