@@ -30,9 +30,11 @@ import contextlib
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -129,7 +131,7 @@ def sipp_callee(workdir: Path, label: str) -> Iterator[tuple[subprocess.Popen[st
 @contextlib.contextmanager
 def uc_edge_b2bua(
     workdir: Path, callee_port: int, node_id: str
-) -> Iterator[tuple[subprocess.Popen[str], int]]:
+) -> Iterator[tuple[subprocess.Popen[str], int, int]]:
     sip_port, http_port = free_port(), free_port()
     trunk = {
         "name": "uas",
@@ -150,7 +152,7 @@ def uc_edge_b2bua(
         "UC_EDGE_NODE_ID": node_id,
     }
     with uc_edge_serve(workdir, settings) as process:
-        yield process, sip_port
+        yield process, sip_port, http_port
 
 
 @contextlib.contextmanager
@@ -187,6 +189,7 @@ class CallStep:
     probe_ms: list[float] = field(default_factory=list)  # OPTIONS round trips during the step
     probes_lost: int = 0
     backlog: list[int] = field(default_factory=list)  # completed calls whose row had not ended, sampled
+    gc_pauses: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # gen -> (n, s, n > 0.1 s)
 
     def diagnosis(self) -> str:
         """One line: what SIPp saw go wrong, how responsive the server was, how far its rows trailed."""
@@ -198,6 +201,15 @@ class CallStep:
         parts = [probe]
         if self.backlog:
             parts.append(f"row backlog max {max(self.backlog)} (last {self.backlog[-1]})")
+        if self.gc_pauses:
+            parts.append(
+                "garbage collections "
+                + ", ".join(
+                    f"gen{gen} {n:.0f} ({total * 1000:.0f} ms, {slow:.0f} over 100 ms)"
+                    for gen, (n, total, slow) in sorted(self.gc_pauses.items())
+                    if n
+                )
+            )
         if self.failures:
             parts.append("failed: " + ", ".join(f"{k} {v}" for k, v in self.failures.items()))
         if self.message_trouble:
@@ -230,6 +242,19 @@ class CallStep:
             and self.wall_seconds <= ideal * PACE_TOLERANCE + PACE_SLACK_SECONDS
             and (self.calls < 10 or self.achieved_rate >= self.rate * ANSWER_RATE_FRACTION)
         )
+
+    def why_not_clean(self) -> str:
+        """Which of :attr:`clean`'s conditions failed, in words (SIPp's own output when it failed)."""
+        if not self.complete:
+            return self.detail.strip()[:800] or f"sipp exit {self.exit_code}, {self.failed} failed"
+        ideal = self.calls / self.rate + self.hold_seconds
+        reasons = []
+        if self.wall_seconds > ideal * PACE_TOLERANCE + PACE_SLACK_SECONDS:
+            reasons.append(f"SIPp took {self.wall_seconds:.1f} s for a {ideal:.1f} s step (calls held back)")
+        if self.calls >= 10 and self.achieved_rate < self.rate * ANSWER_RATE_FRACTION:
+            share = f"{ANSWER_RATE_FRACTION:.0%} of {self.rate}/s"
+            reasons.append(f"200s arrived at {self.achieved_rate:.0f}/s, under {share}")
+        return "; ".join(reasons)
 
     def setup_percentile(self, fraction: float) -> float:
         return percentile(self.setup_ms, fraction)
@@ -353,6 +378,47 @@ async def watch_backlog(node_id: str, caller: str, stat: Path, samples: list[int
         await conn.close()
 
 
+def _gc_pause_totals(http_port: int) -> dict[str, tuple[float, float, float]]:
+    """``uc_gc_pause_seconds`` from the server's /metrics: generation -> (collections, seconds, collections
+    over 100 ms)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    found: dict[str, list[float]] = {}
+    for line in text.splitlines():
+        match = _GC_LINE.match(line)
+        if match is None:
+            continue
+        kind, labels, value = match.groups()
+        generation = _GC_GENERATION.search(labels)
+        if generation is None:
+            continue
+        totals = found.setdefault(generation.group(1), [0.0, 0.0, 0.0, 0.0])
+        if kind == "count":
+            totals[0] = float(value)
+        elif kind == "sum":
+            totals[1] = float(value)
+        elif 'le="0.1"' in labels:
+            totals[3] = float(value)
+    return {gen: (n, total, n - under) for gen, (n, total, _, under) in found.items()}
+
+
+_GC_LINE = re.compile(r"uc_gc_pause_seconds_(count|sum|bucket)\{([^}]*)\} (\S+)")
+_GC_GENERATION = re.compile(r'generation="(\d)"')
+
+
+def _minus(a: tuple[float, float, float], b: tuple[float, float, float]) -> tuple[float, float, float]:
+    return (a[0] - b[0], a[1] - b[1], a[2] - b[2])
+
+
+async def gc_pause_totals(http_port: int | None) -> dict[str, tuple[float, float, float]]:
+    if http_port is None:
+        return {}
+    try:
+        return await asyncio.to_thread(_gc_pause_totals, http_port)
+    except OSError:
+        return {}
+
+
 async def run_caller(
     target_port: int,
     rate: int,
@@ -362,9 +428,10 @@ async def run_caller(
     server_pids: Sequence[int],
     workdir: Path,
     node_id: str | None = None,
+    http_port: int | None = None,
 ) -> CallStep:
     """Offer ``calls`` calls at ``rate``/s; the server's CPU % over the same interval (and, with
-    ``node_id``, the backlog of its call rows)."""
+    ``node_id``, the backlog of its call rows; with ``http_port``, its garbage-collection pauses)."""
     stepdir = workdir / f"uac-{caller}"
     stepdir.mkdir()
     stat = stepdir / "stat.csv"
@@ -385,6 +452,7 @@ async def run_caller(
         errors=errors,
         trace_args=["-trace_rtt", "-rtt_freq", "100", "-trace_counts"],
     )
+    gc_before = await gc_pause_totals(http_port)
     core_before = core_busy_seconds(SERVER_CORE)
     probes = OptionsProbe(target_port)
     backlog: list[int] = []
@@ -400,6 +468,8 @@ async def run_caller(
             monitor.cancel()
         await asyncio.gather(*monitors, return_exceptions=True)
     core_after = core_busy_seconds(SERVER_CORE)
+    gc_after = await gc_pause_totals(http_port)
+    gc_pauses = {gen: _minus(after, gc_before.get(gen, (0.0, 0.0, 0.0))) for gen, after in gc_after.items()}
     core_total = core_after[1] - core_before[1]
     core_busy = (core_after[0] - core_before[0]) / core_total * 100 if core_total > 0 else 0.0
     setup_ms, answered_at = read_setup_times(stepdir)
@@ -432,6 +502,7 @@ async def run_caller(
         probe_ms=probes.round_trips,
         probes_lost=probes.lost,
         backlog=backlog,
+        gc_pauses=gc_pauses,
     )
 
 
@@ -445,13 +516,16 @@ async def rate_steps(
     server_pids: Sequence[int],
     run_tag: str,
     node_id: str | None = None,
+    http_port: int | None = None,
 ) -> list[CallStep]:
     task = ctx.task(f"{label}: rate steps", total=len(rates))
     results: list[CallStep] = []
     for rate in rates:
         calls = max(1, int(rate * step_seconds))
         caller = f"{run_tag}{label[:3]}r{rate}"
-        step = await run_caller(target_port, rate, calls, hold_ms, caller, server_pids, ctx.workdir, node_id)
+        step = await run_caller(
+            target_port, rate, calls, hold_ms, caller, server_pids, ctx.workdir, node_id, http_port
+        )
         results.append(step)
         task.advance()
         ctx.log(
@@ -462,7 +536,7 @@ async def rate_steps(
             f"setup p50 {step.setup_percentile(0.5):.0f} ms "
             f"p99 {step.setup_percentile(0.99):.0f} ms, sipp exit {step.exit_code}, "
             f"machine load average {step.load_average:.2f}; {step.diagnosis()}"
-            + ("" if step.clean else f" — not clean: {step.detail.strip()[:800]}")
+            + ("" if step.clean else f" — not clean: {step.why_not_clean()}")
         )
         if not step.clean:
             break
@@ -556,7 +630,7 @@ async def run(ctx: SuiteContext) -> SuiteResult:
     result = SuiteResult(x_label="offered rate (calls/s)")
 
     with sipp_callee(ctx.workdir, "uc-edge") as (_, callee_port):
-        with uc_edge_b2bua(ctx.workdir, callee_port, node_id) as (server, port):
+        with uc_edge_b2bua(ctx.workdir, callee_port, node_id) as (server, port, http_port):
             warm = await run_caller(
                 port, WARMUP_RATE, WARMUP_CALLS, hold_ms, f"{run_tag}warm", [server.pid], ctx.workdir
             )
@@ -566,7 +640,7 @@ async def run(ctx: SuiteContext) -> SuiteResult:
             idle_cpu = await idle_cpu_percent([server.pid])
             ctx.log(f"uc-edge idle (no calls, after the warm-up): {idle_cpu:.1f}% of one core")
             uc_steps = await rate_steps(
-                ctx, "uc-edge", port, rates, step_seconds, hold_ms, [server.pid], run_tag, node_id
+                ctx, "uc-edge", port, rates, step_seconds, hold_ms, [server.pid], run_tag, node_id, http_port
             )
             if server.poll() is not None:
                 raise BenchError("uc-edge exited during the run (see its log in the workdir)")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import dataclasses
 import datetime as dt
 import functools
@@ -163,15 +164,19 @@ class SerialQueue:
         self._scheduled = False
         while self._pending and self._task is None:
             coroutine = self._pending.popleft()()
+            # Each job steps in a context of its own, as a task's would, and a job that waits is finished
+            # in that same context: a context variable set before the wait (the log binding) is reset
+            # after it, which fails in any other context.
+            context = contextvars.copy_context()
             try:
-                pending = coroutine.send(None)
+                pending = context.run(coroutine.send, None)
             except StopIteration:
                 continue
             except Exception as error:
                 self._on_error(error)
                 continue
             resumed = _Resumed(coroutine, pending)
-            self._task = task = asyncio.ensure_future(self._drain(resumed))
+            self._task = task = asyncio.get_running_loop().create_task(self._drain(resumed), context=context)
             task.add_done_callback(functools.partial(self._task_done, resumed))
 
     def _task_done(self, resumed: _Resumed, task: asyncio.Task[None]) -> None:

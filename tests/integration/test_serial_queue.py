@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 
 import pytest
 
@@ -113,3 +114,27 @@ async def test_a_resumed_job_returns_what_it_awaited(value: int) -> None:
     fut.set_result(value)
     await asyncio.wait_for(queue.wait(), 1)
     assert seen == [value]
+
+
+async def test_a_context_variable_set_before_a_wait_is_reset_after_it() -> None:
+    # The log binding sets a context variable around each job; a job that waits must be finished in the
+    # context where it was set, or resetting it fails ("created in a different Context").
+    binding: contextvars.ContextVar[str | None] = contextvars.ContextVar("binding", default=None)
+    errors: list[BaseException] = []
+    seen: list[str | None] = []
+    queue = SerialQueue(on_error=errors.append)
+
+    async def bound_job(name: str) -> None:
+        token = binding.set(name)
+        try:
+            await asyncio.sleep(0.001)
+            seen.append(binding.get())
+        finally:
+            binding.reset(token)
+
+    queue.put(lambda: bound_job("a"))
+    queue.put(lambda: bound_job("b"))
+    await asyncio.wait_for(queue.wait(), 1)
+    assert errors == []
+    assert seen == ["a", "b"]
+    assert binding.get() is None  # nothing leaked into the caller's context
