@@ -15,7 +15,16 @@ SELECT pg_advisory_xact_lock(hashtext('uc-edge outbox claim'));
 -- $1 relay id, $2 batch size, $3 lease seconds.
 -- Candidates are the first unsent rows nobody holds. A candidate is skipped when an earlier unsent row of
 -- its key is outside the batch (leased by another relay, or locked): publishing it now would overtake
--- that row. Only unsent rows below the last candidate are scanned, i.e. the batch plus leased rows.
+-- that row.
+-- The check costs one index step per candidate whatever the statistics: the unsent row just before a
+-- candidate in its key must be the candidate just before it in its key in the batch, or neither exists.
+-- Where it is not, a row outside the batch sits between the two, and that candidate and the later ones of
+-- its key are skipped. The row before a candidate is found as the entry before (key, id) in
+-- outbox_unsent_by_key, by a row comparison with no equality on the key: only that index yields rows in
+-- (key, id) order, so it is the one plan that does not sort the unsent rows; an equality would let the
+-- planner walk outbox_unsent backwards over the other keys' rows when it believes there are few keys.
+-- (The previous form joined the candidates against every unsent row below the last one; a plan made for
+-- a nearly empty table ran that join as nested loops, batch size x unsent rows per claim.)
 WITH candidates AS (
     SELECT id, partition_key
     FROM outbox
@@ -25,23 +34,35 @@ WITH candidates AS (
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 ),
-blockers AS (
-    SELECT o.partition_key, min(o.id) AS first_blocking_id
-    FROM outbox o
-    WHERE o.sent_at IS NULL
-      AND o.id < (SELECT max(id) FROM candidates)
-      AND NOT EXISTS (SELECT 1 FROM candidates c WHERE c.id = o.id)
-    GROUP BY o.partition_key
+neighbours AS (
+    SELECT c.id,
+           c.partition_key,
+           lag(c.id) OVER (PARTITION BY c.partition_key ORDER BY c.id) AS previous_in_batch,
+           CASE WHEN before.partition_key = c.partition_key THEN before.id END AS previous_unsent
+    FROM candidates c
+    LEFT JOIN LATERAL (
+        SELECT o.partition_key, o.id
+        FROM outbox o
+        WHERE o.sent_at IS NULL AND (o.partition_key, o.id) < (c.partition_key, c.id)
+        ORDER BY o.partition_key DESC, o.id DESC
+        LIMIT 1
+    ) before ON true
+),
+claimable AS (
+    SELECT id
+    FROM (
+        SELECT id,
+               bool_and(previous_unsent IS NOT DISTINCT FROM previous_in_batch)
+                   OVER (PARTITION BY partition_key ORDER BY id) AS follows_the_batch
+        FROM neighbours
+    ) checked
+    WHERE follows_the_batch
 )
 UPDATE outbox o
 SET claimed_by = $1,
     claimed_until = now() + make_interval(secs => $3),
     attempts = o.attempts + 1
-FROM candidates c
-WHERE o.id = c.id
-  AND NOT EXISTS (
-      SELECT 1 FROM blockers b WHERE b.partition_key = c.partition_key AND b.first_blocking_id < c.id
-  )
+WHERE o.id = ANY (ARRAY(SELECT id FROM claimable))
 RETURNING o.id, o.event_id, o.topic, o.partition_key, o.event_type, o.envelope::text AS envelope;
 
 -- name: mark_sent
