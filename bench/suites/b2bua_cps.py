@@ -560,6 +560,31 @@ def highest_clean(steps: Sequence[CallStep]) -> CallStep | None:
 # --- sanity: the calls went through the B2BUA ---------------------------------------------------------------
 
 
+EVENTS_DRAIN_LIMIT_SECONDS = 180.0
+
+
+async def wait_for_events(ctx: SuiteContext, node_id: str) -> float | None:
+    """Keep the server up until its relay has published every event of this run (calls and CDRs), so no
+    unsent rows are left for the next node on the machine; seconds it took, None past the limit."""
+    started = monotonic()
+    while True:
+        unsent = 0
+        for database in ("uc_calls", "uc_cdr"):
+            conn = await asyncpg.connect(CALLS_DSN.rsplit("/", 1)[0] + "/" + database)
+            try:
+                unsent += await conn.fetchval(
+                    "SELECT count(*) FROM outbox WHERE sent_at IS NULL AND envelope->>'node_id' = $1", node_id
+                )
+            finally:
+                await conn.close()
+        if unsent == 0:
+            return monotonic() - started
+        if monotonic() - started > EVENTS_DRAIN_LIMIT_SECONDS:
+            ctx.log(f"{unsent} events of this run still unsent after {EVENTS_DRAIN_LIMIT_SECONDS:.0f} s")
+            return None
+        await asyncio.sleep(0.5)
+
+
 async def check_call_rows(ctx: SuiteContext, node_id: str, steps: Sequence[CallStep]) -> tuple[int, float]:
     """Wait for the server's rows to settle; every clean step's calls must be there, ended, exactly once.
 
@@ -645,6 +670,7 @@ async def run(ctx: SuiteContext) -> SuiteResult:
             if server.poll() is not None:
                 raise BenchError("uc-edge exited during the run (see its log in the workdir)")
             rows, settle_lag = await check_call_rows(ctx, node_id, [warm, *uc_steps])
+            events_lag = await wait_for_events(ctx, node_id)
     report_server_errors(ctx, ctx.workdir / "uc-edge.log")
 
     kam_steps: list[CallStep] = []
@@ -663,6 +689,10 @@ async def run(ctx: SuiteContext) -> SuiteResult:
     result.figures["server_idle_cpu"] = idle_cpu
     if settle_lag != float("inf"):
         result.figures["call_rows_settled_after"] = settle_lag
+        if events_lag is not None:
+            result.figures["events_published_after"] = events_lag
+            result.units["events_published_after"] = "s"
+            result.lower_is_better.add("events_published_after")
         result.units["call_rows_settled_after"] = "s"
         result.lower_is_better.add("call_rows_settled_after")
     else:
