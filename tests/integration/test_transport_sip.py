@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import shutil
 import socket
 import ssl
@@ -13,10 +12,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from signaling.sip.endpoint import SipEndpoint
 from signaling.sip.message import Request, Response, build_request, parse_message, serialize
@@ -25,6 +20,7 @@ from signaling.sip.timers import TimerSettings
 from signaling.transport.application import SipRouter
 from signaling.transport.hub import SipTransportHub
 from signaling.transport.websocket import sip_websocket_handler
+from tests.certificates import self_signed_certificate
 
 HOST = "127.0.0.1"
 
@@ -148,27 +144,8 @@ async def test_slow_tcp_peer_is_disconnected(hub: SipTransportHub) -> None:
 
 
 def make_certificate(directory: Path) -> tuple[str, str]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return str(cert_path), str(key_path)
+    cert, key = self_signed_certificate(directory, "localhost")
+    return str(cert), str(key)
 
 
 async def test_options_over_tls(tmp_path: Path) -> None:
