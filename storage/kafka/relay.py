@@ -264,13 +264,14 @@ class OutboxRelay:
         their own key, and the relay goes on with the other keys.
         """
         pool = await self._ensure_pool()
-        rows = await self.claim(pool)
+        rows = await self._claim_or_release(pool)
         if not rows:
             return 0, 0
         try:
             outcomes = await self.publisher.send_in_order([row.message() for row in rows])
         except PublisherUnavailable as exc:
-            await self._release(pool, [(row.id, str(exc)) for row in rows], retry_after=0)
+            # Shielded: a relay stopped while it hands the rows back still hands them all back.
+            await asyncio.shield(self._release(pool, [(row.id, str(exc)) for row in rows], retry_after=0))
             raise
         except asyncio.CancelledError:
             # Stopping mid-send: hand the rows back now rather than at lease expiry. Some may have reached
@@ -289,6 +290,20 @@ class OutboxRelay:
         if len(sent_ids) < len(rows):
             await self._handle_unsent(pool, rows, outcomes, set(sent_ids))
         return len(sent_ids), len(rows)
+
+    async def _claim_or_release(self, pool: asyncpg.Pool) -> list[ClaimedRow]:
+        """:meth:`claim`, finished even when the relay is stopped meanwhile: a claim cancelled while its
+        COMMIT is on the wire may have leased the rows, and nobody would hand them back before the lease
+        expires. Stopping waits for the claim and releases what it took."""
+        claim = asyncio.ensure_future(self.claim(pool))
+        try:
+            return await asyncio.shield(claim)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                rows = await claim
+                if rows:
+                    await self._release(pool, [(row.id, None) for row in rows], retry_after=0)
+            raise
 
     async def _handle_unsent(
         self,
