@@ -361,3 +361,35 @@ async def test_idempotent_producer_refused_by_the_broker_says_how_to_fix_it() ->
         assert outcome == [None]
     finally:
         await publisher.close()
+
+
+async def last_vacuum(dsn: str) -> object:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetchval("SELECT last_vacuum FROM pg_stat_user_tables WHERE relname = 'outbox'")
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("autovacuum", [False, True])
+async def test_the_relay_vacuums_its_outbox_only_where_autovacuum_is_off(
+    dsn: str, topics: EventTopics, autovacuum: bool
+) -> None:
+    await interleaved_call_events(dsn, topics, keys=2, per_key=2)
+    relay = make_relay(dsn, "relay-v")
+    relay._autovacuum = autovacuum  # the server's setting, as the first housekeeping reads it
+    try:
+        await relay._housekeeping()
+        if autovacuum:
+            assert relay._vacuum_task is None
+        else:
+            assert relay._vacuum_task is not None
+            await asyncio.wait_for(asyncio.shield(relay._vacuum_task), 30)
+
+            async def vacuumed() -> bool:
+                return await last_vacuum(dsn) is not None
+
+            await wait_until(vacuumed, within=10)
+    finally:
+        await relay.close()
+        await relay.publisher.close()
