@@ -69,6 +69,10 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# A batch whose publish (every message acknowledged) takes longer than this is logged.
+SLOW_PUBLISH_SECONDS = 5.0
+
+
 @dataclass(frozen=True)
 class RelayConfig:
     domain: str
@@ -274,6 +278,7 @@ class OutboxRelay:
         rows = await self._claim_or_release(pool)
         if not rows:
             return 0, 0
+        sending_since = time.monotonic()
         try:
             outcomes = await self.publisher.send_in_order([row.message() for row in rows])
         except PublisherUnavailable as exc:
@@ -286,6 +291,18 @@ class OutboxRelay:
             with contextlib.suppress(*TRANSIENT_ERRORS):
                 await asyncio.shield(self._release(pool, [(row.id, None) for row in rows], retry_after=0))
             raise
+        sending = time.monotonic() - sending_since
+        if sending > SLOW_PUBLISH_SECONDS:
+            # Events wait on the broker: operators grep this (and the lag gauge) to tell a slow Kafka
+            # from a slow claim.
+            log.warning(
+                "outbox batch slow to publish",
+                domain=self.config.domain,
+                relay_id=self.config.relay_id,
+                rows=len(rows),
+                seconds=round(sending, 3),
+                topics=sorted({row.topic for row in rows}),
+            )
         sent_ids = acknowledged_prefix(rows, outcomes)
         if self.after_publish is not None:
             sent = set(sent_ids)

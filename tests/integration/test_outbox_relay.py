@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
 import pytest
+import structlog.testing
 from prometheus_client import CollectorRegistry
 
 from storage.events import EventTopics, EventType, validate_event
@@ -393,3 +394,22 @@ async def test_the_relay_vacuums_its_outbox_only_where_autovacuum_is_off(
     finally:
         await relay.close()
         await relay.publisher.close()
+
+
+async def test_a_batch_slow_to_publish_is_logged_with_its_topics(
+    dsn: str, topics: EventTopics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from storage.kafka import relay as relay_module
+
+    await interleaved_call_events(dsn, topics, keys=2, per_key=2)
+    monkeypatch.setattr(relay_module, "SLOW_PUBLISH_SECONDS", 0.0)  # every batch counts as slow
+    relay = make_relay(dsn, "relay-slow")
+    try:
+        with structlog.testing.capture_logs() as logs:
+            sent, claimed = await relay.relay_batch()
+    finally:
+        await relay.close()
+        await relay.publisher.close()
+    assert (sent, claimed) == (4, 4)
+    (slow,) = [entry for entry in logs if entry["event"] == "outbox batch slow to publish"]
+    assert slow["rows"] == 4 and slow["topics"] == [topics.call] and slow["seconds"] >= 0
