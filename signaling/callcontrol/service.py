@@ -186,21 +186,19 @@ class SerialQueue:
         resumed.close()
 
     async def _drain(self, suspended: _Resumed) -> None:
+        """Finish the job that suspended, then the rest of the queue, one after another."""
+        current: Awaitable[None] = suspended
         try:
-            try:
-                await suspended
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                self._on_error(error)
-            while self._pending:
-                job = self._pending.popleft()
+            while True:
                 try:
-                    await job()
+                    await current
                 except asyncio.CancelledError:
                     raise
                 except Exception as error:
                     self._on_error(error)
+                if not self._pending:
+                    return
+                current = self._pending.popleft()()
         finally:
             self._task = None
 
