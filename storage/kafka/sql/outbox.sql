@@ -9,6 +9,7 @@
 -- by a statement before claim_batch: claim_batch's snapshot is taken when it starts, so only then does it
 -- see the leases of the claim that held the lock before.
 BEGIN;
+SET LOCAL enable_nestloop = off;
 SELECT pg_advisory_xact_lock(hashtext('uc-edge outbox claim'));
 
 -- name: claim_batch
@@ -16,15 +17,15 @@ SELECT pg_advisory_xact_lock(hashtext('uc-edge outbox claim'));
 -- Candidates are the first unsent rows nobody holds. A candidate is skipped when an earlier unsent row of
 -- its key is outside the batch (leased by another relay, or locked): publishing it now would overtake
 -- that row.
--- The check costs one index step per candidate whatever the statistics: the unsent row just before a
--- candidate in its key must be the candidate just before it in its key in the batch, or neither exists.
--- Where it is not, a row outside the batch sits between the two, and that candidate and the later ones of
--- its key are skipped. The row before a candidate is found as the entry before (key, id) in
--- outbox_unsent_by_key, by a row comparison with no equality on the key: only that index yields rows in
--- (key, id) order, so it is the one plan that does not sort the unsent rows; an equality would let the
--- planner walk outbox_unsent backwards over the other keys' rows when it believes there are few keys.
--- (The previous form joined the candidates against every unsent row below the last one; a plan made for
--- a nearly empty table ran that join as nested loops, batch size x unsent rows per claim.)
+-- Every unsent row below the last candidate that is not a candidate is such a row (the candidates are all
+-- the free ones in that id range), so one range scan of outbox_unsent finds them, however many unsent
+-- rows lie beyond: the first of each key blocks the candidates of its key from there on. Its cost is the
+-- batch plus the held rows, whatever the statistics say — begin_serialized_claim turns nested loops off,
+-- since statistics taken before a burst of events (autovacuum off, or not run yet) estimate one unsent
+-- row, and nested loops over a batch of 1,000 then cost a million comparisons.
+-- (An earlier form looked up each candidate's predecessor in outbox_unsent_by_key through a LATERAL
+-- subquery: with such statistics the planner sorted every unsent row once per candidate — a 30 s claim
+-- with 60,000 rows waiting.)
 WITH candidates AS (
     SELECT id, partition_key
     FROM outbox
@@ -34,29 +35,19 @@ WITH candidates AS (
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 ),
-neighbours AS (
-    SELECT c.id,
-           c.partition_key,
-           lag(c.id) OVER (PARTITION BY c.partition_key ORDER BY c.id) AS previous_in_batch,
-           CASE WHEN before.partition_key = c.partition_key THEN before.id END AS previous_unsent
-    FROM candidates c
-    LEFT JOIN LATERAL (
-        SELECT o.partition_key, o.id
-        FROM outbox o
-        WHERE o.sent_at IS NULL AND (o.partition_key, o.id) < (c.partition_key, c.id)
-        ORDER BY o.partition_key DESC, o.id DESC
-        LIMIT 1
-    ) before ON true
+held AS (
+    SELECT o.partition_key, min(o.id) AS first_held
+    FROM outbox o
+    WHERE o.sent_at IS NULL
+      AND o.id < (SELECT max(id) FROM candidates)
+      AND NOT EXISTS (SELECT 1 FROM candidates c WHERE c.id = o.id)
+    GROUP BY o.partition_key
 ),
 claimable AS (
-    SELECT id
-    FROM (
-        SELECT id,
-               bool_and(previous_unsent IS NOT DISTINCT FROM previous_in_batch)
-                   OVER (PARTITION BY partition_key ORDER BY id) AS follows_the_batch
-        FROM neighbours
-    ) checked
-    WHERE follows_the_batch
+    SELECT c.id
+    FROM candidates c
+    LEFT JOIN held h ON h.partition_key = c.partition_key
+    WHERE h.first_held IS NULL OR c.id < h.first_held
 )
 UPDATE outbox o
 SET claimed_by = $1,
