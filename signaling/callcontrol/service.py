@@ -225,6 +225,9 @@ class _Running:
     deadline: float | None = None
     call_ids: set[str] = dataclasses.field(default_factory=set)
     endpoints: set[str] = dataclasses.field(default_factory=set)
+    # The call's client transactions still waiting for a final response (keys of ``_transactions``): the
+    # call forgets its own when it ends instead of scanning every call's.
+    transactions: set[TransactionKey] = dataclasses.field(default_factory=set)
 
 
 class CallControlService:
@@ -369,8 +372,9 @@ class CallControlService:
     def on_other(self, event: Event) -> None:
         if isinstance(event, ResponseReceived):
             known = self._transactions.get(event.transaction)
-            if event.response.code >= 200:
-                self._transactions.pop(event.transaction, None)
+            if event.response.code >= 200 and known is not None:
+                del self._transactions[event.transaction]
+                known[0].transactions.discard(event.transaction)
             running = self._by_call_id.get(event.response.headers.get("Call-ID") or "")
             if running is None and known is not None:
                 running = known[0]
@@ -383,6 +387,7 @@ class CallControlService:
             if known is None:
                 return
             running, leg_id, method, cseq = known
+            running.transactions.discard(key)
             status = 408 if isinstance(event, TransactionTimeout) else 503
             self._feed(running, lambda now: running.call.request_failed(leg_id, method, cseq, now, status))
 
@@ -555,6 +560,7 @@ class CallControlService:
                 request = message.request
                 key = self.hub.send_request(request, action.destination)
                 self._transactions[key] = (running, action.leg_id, request.method, cseq_of(request).sequence)
+                running.transactions.add(key)
         except (LocalProtocolError, ValueError, OSError):
             log.exception("SIP send failed", leg_id=str(action.leg_id))
 
@@ -596,8 +602,10 @@ class CallControlService:
         for endpoint_id in running.endpoints:
             if self._by_endpoint.get(endpoint_id) is running:
                 del self._by_endpoint[endpoint_id]
-        for key in [k for k, v in self._transactions.items() if v[0] is running]:
-            del self._transactions[key]
+        for key in running.transactions:
+            if self._transactions.get(key, (None,))[0] is running:
+                del self._transactions[key]
+        running.transactions.clear()
         call.release()
         log.info("call finished", cause=call.end_cause, status=call.end_status)
 

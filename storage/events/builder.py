@@ -79,7 +79,7 @@ def _new_event_id() -> str:
 class OutboxEntry:
     """The columns of one ``outbox`` row (besides the ones the database fills in)."""
 
-    event_id: uuid.UUID
+    event_id: str  # the envelope's (PostgreSQL parses it into the uuid column)
     topic: str
     partition_key: str
     event_type: str
@@ -99,7 +99,7 @@ def outbox_entry(
         validate_event(envelope)
     route = route_of(envelope["type"])
     return OutboxEntry(
-        event_id=uuid.UUID(envelope["event_id"]),
+        event_id=envelope["event_id"],
         topic=topics.of_route(route),
         partition_key=envelope[route.key_field],
         event_type=route.value,
