@@ -423,7 +423,7 @@ class OutboxRelay:
         rows = [
             ClaimedRow(
                 id=r["id"],
-                event_id=str(r["event_id"]),
+                event_id=r["event_id"],  # text: no UUID built and printed per row
                 topic=r["topic"],
                 partition_key=r["partition_key"],
                 event_type=r["event_type"],

@@ -54,7 +54,7 @@ SET claimed_by = $1,
     claimed_until = now() + make_interval(secs => $3),
     attempts = o.attempts + 1
 WHERE o.id = ANY (ARRAY(SELECT id FROM claimable))
-RETURNING o.id, o.event_id, o.topic, o.partition_key, o.event_type, o.envelope::text AS envelope;
+RETURNING o.id, o.event_id::text AS event_id, o.topic, o.partition_key, o.event_type, o.envelope::text AS envelope;
 
 -- name: mark_sent
 -- $1 ids. Marked even if the lease ran out meanwhile: the broker acknowledged these rows.
