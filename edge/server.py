@@ -66,10 +66,16 @@ def tune_gc() -> None:
     """Full garbage collections over a few hundred thousand live objects stall the loop for hundreds of
     milliseconds (SIPp then retransmits in storms): collect young objects less often, and move what
     start-up created out of the collector's view. Called once the node is built (benches that measure the
-    node's cost in process call it too, so they pay what the server pays)."""
+    node's cost in process call it too, so they pay what the server pays).
+
+    Under load every live call holds a few hundred tracked objects, so a gen-1 collection walks most of the
+    live calls: 550-720 ms measured at 200-300 calls/s, a stall every ~20 young collections (~10 s) that
+    cost retransmissions. Gen 1 is collected every 200 young collections instead (minutes under load);
+    finished calls leave no reference cycles (tested), so little waits for it, and the full collection
+    stays about as frequent as before (every 2,000 young ones)."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    gc.set_threshold(50_000, 200, 10)
 
 
 async def serve(settings: Settings) -> int:
