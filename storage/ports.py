@@ -450,6 +450,11 @@ def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
 
 
+def check_node_id(node_id: str) -> None:
+    """A node id as events carry it (``node_id``: 1-255 characters); repositories check theirs once."""
+    _check_text("node_id", node_id, 255)
+
+
 def _check_text(name: str, value: str, limit: int) -> None:
     if not isinstance(value, str) or not value or len(value) > limit:
         raise ValueError(f"{name} must be a string of 1-{limit} characters, got {value!r:.80}")

@@ -1,6 +1,6 @@
 """The event contract: one envelope for every event, a JSON Schema per type, topic and key routing."""
 
-from storage.events.builder import OutboxEntry, format_timestamp, make_event, outbox_entry
+from storage.events.builder import OutboxEntry, assemble_event, format_timestamp, make_event, outbox_entry
 from storage.events.catalogue import (
     CURRENT_SCHEMA_VERSION,
     DEFAULT_TOPICS,
@@ -17,6 +17,7 @@ __all__ = [
     "EventType",
     "EventValidationError",
     "OutboxEntry",
+    "assemble_event",
     "format_timestamp",
     "key_field",
     "make_event",

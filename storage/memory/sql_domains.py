@@ -47,6 +47,7 @@ from storage.ports import (
     SipAccount,
     SipCredentials,
     UrlLease,
+    check_node_id,
 )
 from storage.postgres import call_rules, conference_rules, domain_events, object_rules
 from storage.postgres.credentials import (
@@ -167,6 +168,7 @@ class _EventedMemoryRepository:
         clock: Callable[[], dt.datetime] = utc_now,
         outbox: MemoryOutbox | None = None,
     ) -> None:
+        check_node_id(node_id)
         self._node_id = node_id
         self._clock = clock
         self.outbox = outbox or MemoryOutbox()

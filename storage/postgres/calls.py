@@ -335,7 +335,7 @@ class PgCallRepository(EventedRepository):
             writer = CallWriter(self, conn, call_id)
             yield writer
             await writer.flush()
-            # Envelopes straight from domain_events (make_event validated them): not validated again.
+            # Envelopes straight from domain_events (valid by construction or validated): not checked again.
             entries = [outbox_entry(event, self._topics, validated=True) for event in writer.events]
             await write_outbox(conn, entries)
 

@@ -17,6 +17,7 @@ from storage.events import (
     EventTopics,
     EventType,
     OutboxEntry,
+    assemble_event,
     format_timestamp,
     make_event,
     outbox_entry,
@@ -50,7 +51,12 @@ def call_event(
     occurred_at: dt.datetime,
     node_id: str,
 ) -> dict[str, Any]:
-    return make_event(
+    """A call event built from rows the call repository checked (``NewCall``/``NewLeg`` and
+    ``call_rules`` hold every field to the schema's limits, the repository its node id), so not checked
+    against the schema again: ``tests/unit/test_call_events_by_construction.py`` validates what these
+    builders make from any input the repository accepts. Measured figures (quality reports) and CDRs
+    go through ``make_event``."""
+    return assemble_event(
         event_type,
         payload=payload,
         correlation_id=str(call.correlation_id),
@@ -138,7 +144,14 @@ def call_quality_reported(
         "packets_lost": report.packets_lost,
         "mos": report.mos,
     }
-    return call_event(EventType.CALL_QUALITY_REPORTED, call, payload, at, node_id)
+    return make_event(  # measured values (NaN, out of range) are checked against the schema
+        EventType.CALL_QUALITY_REPORTED,
+        payload=payload,
+        correlation_id=str(call.correlation_id),
+        node_id=node_id,
+        call_id=str(call.call_id),
+        occurred_at=at,
+    )
 
 
 def cdr_created(cdr: CdrRecord, node_id: str, occurred_at: dt.datetime) -> dict[str, Any]:

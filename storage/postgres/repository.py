@@ -10,6 +10,7 @@ import asyncpg
 
 from storage.events import DEFAULT_TOPICS, EventTopics
 from storage.kafka.outbox_writer import write_outbox
+from storage.ports import check_node_id
 from storage.postgres import domain_events
 
 
@@ -28,6 +29,7 @@ class EventedRepository:
         clock: Callable[[], dt.datetime] = utc_now,
         topics: EventTopics = DEFAULT_TOPICS,
     ) -> None:
+        check_node_id(node_id)
         self._pool = pool
         self._node_id = node_id
         self._clock = clock
