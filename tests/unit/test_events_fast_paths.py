@@ -70,7 +70,7 @@ def test_an_unknown_type_is_refused_by_route_of_as_by_the_enum(value: str) -> No
 def test_outbox_rows_carry_plain_strings_and_the_same_json(event_type: EventType) -> None:
     keyed_by_call = key_field(event_type) == "call_id"
     payload = dict(example_payload(event_type))
-    accented = "na\u00efve \u2013 \u00fcn\u00efcode"  # not ASCII: written as \\u escapes by both
+    accented = "na\u00efve \u2013 \u00fcn\u00efcode"  # not ASCII: written as UTF-8, unescaped
     payload |= {key: accented for key in ("from_uri", "caller", "content_type") if key in payload}
     event = make_event(
         event_type,
@@ -83,4 +83,6 @@ def test_outbox_rows_carry_plain_strings_and_the_same_json(event_type: EventType
     )
     entry = outbox_entry(event, DEFAULT_TOPICS, validated=True)
     assert type(entry.event_type) is str and type(event["type"]) is str
-    assert _compact_json(entry.envelope) == json.dumps(entry.envelope, separators=(",", ":"))
+    assert _compact_json(entry.envelope) == json.dumps(
+        entry.envelope, separators=(",", ":"), ensure_ascii=False
+    )
