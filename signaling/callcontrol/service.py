@@ -73,6 +73,10 @@ log = get_logger("uc_edge.callcontrol")
 # of a call answered at once become one, not three or four; rows trail the signalling by this much more.
 WRITE_COALESCE_SECONDS = 0.05
 
+# The finished calls kept while their writes drain are pruned when they reach this many (or twice the
+# number left after the previous prune).
+DRAINING_PRUNE_MIN = 256
+
 CALL_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "INFO", "REFER", "NOTIFY", "UPDATE", "PRACK", "MESSAGE")
 
 
@@ -264,6 +268,7 @@ class CallControlService:
         self._env = env
         self._running: dict[uuid.UUID, _Running] = {}
         self._draining: set[_Running] = set()  # finished calls whose queued writes still run
+        self._prune_draining_at = DRAINING_PRUNE_MIN
         self._by_call_id: dict[str, _Running] = {}
         self._by_endpoint: dict[str, _Running] = {}
         self._transactions: dict[TransactionKey, tuple[_Running, uuid.UUID, str, int]] = {}
@@ -327,7 +332,7 @@ class CallControlService:
     async def idle(self) -> None:
         """Wait until every queued media action and repository write has run (tests, shutdown)."""
         while True:
-            self._draining = {r for r in self._draining if not (r.persist.idle and r.media.idle)}
+            self._prune_draining()
             everyone = [*self._running.values(), *self._draining]
             busy = [r for r in everyone if not (r.persist.idle and r.media.idle)]
             if not busy and not self._tasks:
@@ -586,12 +591,21 @@ class CallControlService:
         running.deadline = None
         self._feed(running, running.call.handle_timer)
 
+    def _prune_draining(self) -> None:
+        """Let go of the finished calls whose writes are done. Most calls end with writes still queued (they
+        trail the signalling), so without this the set kept every call the node ever ran; pruning when it
+        has doubled since the last prune costs O(1) per call and keeps it at most twice what is draining."""
+        self._draining = {r for r in self._draining if not (r.persist.idle and r.media.idle)}
+        self._prune_draining_at = max(DRAINING_PRUNE_MIN, 2 * len(self._draining))
+
     def _forget(self, running: _Running) -> None:
         call = running.call
         if self._running.pop(call.call_id, None) is None:
             return
         if not (running.persist.idle and running.media.idle):
             self._draining.add(running)
+            if len(self._draining) >= self._prune_draining_at:
+                self._prune_draining()
         self.stats.calls_ended += 1
         if running.timer is not None:
             running.timer.cancel()

@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from signaling.callcontrol import service as callcontrol_service
 from signaling.callcontrol.call import CallEnvironment
 from signaling.callcontrol.config import CallControlConfig
 from signaling.callcontrol.fakes import RecordingMediaControl
@@ -449,3 +450,33 @@ async def test_a_finished_call_is_freed_without_the_garbage_collector(
         assert queue() is None
     finally:
         gc.enable()
+
+
+async def test_finished_calls_are_let_go_once_their_writes_are_done(
+    network: tuple[Server, Phone, Phone], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A call usually ends with writes still queued, so the service keeps it until they are done. It must
+    # let it go then, without anyone calling idle() (a running node never does): the set once kept every
+    # call a node ever ran. Pruned from a size of 1 here, so a handful of calls shows it.
+    server, alice, bob = network
+    service = server.service
+    assert service is not None
+    monkeypatch.setattr(callcontrol_service, "DRAINING_PRUNE_MIN", 1)
+    service._prune_draining_at = 1
+    bob.answer_with = [200]
+    sizes = []
+    for number in range(1, 5):
+        alice.call("bob", cseq=number)
+        await alice.wait_for(lambda n=number: sum(isinstance(e, Answered) for e in alice.events) == n)
+        assert bob.session is not None
+        bob.session.end_session(bob.hub.now())
+        bob.flush()
+        await alice.wait_for(lambda: service.active_calls == 0)
+        # The writes of this call finish on their own (no idle(): that prunes by itself).
+        for running in list(service._draining):
+            await running.persist.wait()
+        sizes.append(len(service._draining))
+    assert service.stats.calls_ended == 4
+    # Each call's _forget finds the earlier calls' writes done and lets them go: only the latest call (whose
+    # writes were queued when it ended) can still be in the set.
+    assert max(sizes) <= 1, sizes
