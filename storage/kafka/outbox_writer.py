@@ -22,9 +22,13 @@ async def write_outbox(conn: asyncpg.Connection, entries: Sequence[OutboxEntry])
     """
     if not entries:
         return
-    await conn.executemany(
-        SQL["insert_event"],
-        [(e.event_id, e.topic, e.partition_key, e.event_type, _compact_json(e.envelope)) for e in entries],
+    await conn.execute(
+        SQL["insert_events"],
+        [e.event_id for e in entries],
+        [e.topic for e in entries],
+        [e.partition_key for e in entries],
+        [e.event_type for e in entries],
+        [_compact_json(e.envelope) for e in entries],
     )
 
 
