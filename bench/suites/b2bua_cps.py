@@ -190,6 +190,7 @@ class CallStep:
     probes_lost: int = 0
     backlog: list[int] = field(default_factory=list)  # completed calls whose row had not ended, sampled
     gc_pauses: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # gen -> (n, s, n > 0.1 s)
+    database_cpu_percent: float = 0.0  # every local PostgreSQL process over the step (both cores)
 
     def diagnosis(self) -> str:
         """One line: what SIPp saw go wrong, how responsive the server was, how far its rows trailed."""
@@ -227,6 +228,10 @@ class CallStep:
     @property
     def cpu_ms_per_call(self) -> float:
         return self.cpu_percent / 100 / self.rate * 1000
+
+    @property
+    def database_ms_per_call(self) -> float:
+        return self.database_cpu_percent / 100 / self.rate * 1000
 
     @property
     def complete(self) -> bool:
@@ -294,6 +299,25 @@ def core_busy_seconds(core: str) -> tuple[float, float]:
                 idle = ticks[3] + ticks[4]  # idle + iowait
                 return (sum(ticks[:8]) - idle) / CLOCK_TICKS, sum(ticks[:8]) / CLOCK_TICKS
     return 0.0, 0.0
+
+
+def postgres_cpu_seconds() -> float:
+    """User + system CPU seconds of every local PostgreSQL process so far, the postmaster's exited children
+    included (their time moves to its cutime/cstime). Read from /proc: the database is not ours to pin or
+    stop, but on a machine this size it shares the cores with the server, and its cost per call is part
+    of what a call costs. 0 where PostgreSQL runs elsewhere."""
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{entry.name}/stat") as handle:
+                text = handle.read()
+            if text[text.index("(") + 1 : text.rindex(")")] != "postgres":
+                continue
+            fields = text[text.rindex(")") + 2 :].split()
+            total += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+    return total / CLOCK_TICKS
 
 
 def message_trouble(directory: Path) -> dict[str, int]:
@@ -454,6 +478,7 @@ async def run_caller(
     )
     gc_before = await gc_pause_totals(http_port)
     core_before = core_busy_seconds(SERVER_CORE)
+    database_before = postgres_cpu_seconds() if node_id is not None else 0.0
     probes = OptionsProbe(target_port)
     backlog: list[int] = []
     monitors = [asyncio.ensure_future(probes.run())]
@@ -468,6 +493,7 @@ async def run_caller(
             monitor.cancel()
         await asyncio.gather(*monitors, return_exceptions=True)
     core_after = core_busy_seconds(SERVER_CORE)
+    database_seconds = postgres_cpu_seconds() - database_before if node_id is not None else 0.0
     gc_after = await gc_pause_totals(http_port)
     gc_pauses = {gen: _minus(after, gc_before.get(gen, (0.0, 0.0, 0.0))) for gen, after in gc_after.items()}
     core_total = core_after[1] - core_before[1]
@@ -487,6 +513,7 @@ async def run_caller(
         sipp_seconds=run.sipp_seconds,
         cpu_percent=run.cpu_percent,
         others_on_core_percent=max(0.0, core_busy - run.cpu_percent),
+        database_cpu_percent=database_seconds / run.wall_seconds * 100 if run.wall_seconds > 0 else 0.0,
         setup_ms=setup_ms,
         answered_at=answered_at,
         load_average=os.getloadavg()[0],
@@ -532,8 +559,14 @@ async def rate_steps(
             f"{label} {rate} calls/s: {step.successful}/{step.calls} ok, {step.failed} failed, "
             f"{step.retransmissions} retransmissions, achieved {step.achieved_rate:.0f}/s, "
             f"server CPU {step.cpu_percent:.0f}% ({step.cpu_ms_per_call:.2f} ms per call; other processes "
-            f"used {step.others_on_core_percent:.0f}% of core {SERVER_CORE}), "
-            f"setup p50 {step.setup_percentile(0.5):.0f} ms "
+            f"used {step.others_on_core_percent:.0f}% of core {SERVER_CORE}"
+            + (
+                f"; PostgreSQL {step.database_cpu_percent:.0f}%, "
+                f"{step.database_ms_per_call:.2f} ms per call), "
+                if step.database_cpu_percent > 0
+                else "), "
+            )
+            + f"setup p50 {step.setup_percentile(0.5):.0f} ms "
             f"p99 {step.setup_percentile(0.99):.0f} ms, sipp exit {step.exit_code}, "
             f"machine load average {step.load_average:.2f}; {step.diagnosis()}"
             + ("" if step.clean else f" — not clean: {step.why_not_clean()}")
@@ -706,6 +739,9 @@ async def run(ctx: SuiteContext) -> SuiteResult:
         result.figures["server_cpu_at_clean_rate"] = best.cpu_percent
         result.figures["server_cpu_ms_per_call"] = best.cpu_ms_per_call
         result.figures["other_load_on_server_core"] = best.others_on_core_percent
+        if best.database_cpu_percent > 0:
+            result.figures["postgres_cpu_ms_per_call"] = best.database_ms_per_call
+            result.units["postgres_cpu_ms_per_call"] = "ms CPU"
         result.figures["setup_p50_at_clean_rate"] = best.setup_percentile(0.5)
         result.figures["setup_p99_at_clean_rate"] = best.setup_percentile(0.99)
         result.units.update(
@@ -757,7 +793,9 @@ async def run(ctx: SuiteContext) -> SuiteResult:
         + ". CPU % = utime+stime from /proc over the step's wall time (Kamailio: all processes of its "
         "group); CPU per call = that / offered rate. The machine is shared with other work: 'other load' "
         f"is core {SERVER_CORE}'s busy time (/proc/stat) not spent by the server — when it is high the "
-        "server had less than a core. Setup time = SIPp response-time counter 1 (INVITE sent → 200 "
+        "server had less than a core. PostgreSQL % = CPU of every local postgres process over the step "
+        "(both cores; /proc, the postmaster's exited children included): what the database spent on the "
+        "calls besides. Setup time = SIPp response-time counter 1 (INVITE sent → 200 "
         "received, ms resolution, -trace_rtt).",
         "Diagnostics in each step's log line: an OPTIONS probe every 100 ms from the harness to the server "
         "under test (its round trip is the server's event-loop lag plus its SIP path; p50/p99/max and "
