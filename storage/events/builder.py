@@ -14,7 +14,6 @@ from storage.events.catalogue import (
     DEFAULT_TOPICS,
     EventTopics,
     EventType,
-    Route,
     route_of,
 )
 from storage.events.validation import EventValidationError, validate_built_event, validate_event
@@ -45,8 +44,15 @@ def make_event(
         route = route_of(event_type)
     except ValueError:
         raise EventValidationError(f"unknown event type {event_type!r}") from None
-    envelope = _assemble(
-        route, payload, correlation_id, node_id, call_id, conf_session_id, occurred_at, event_id
+    envelope = assemble_event(
+        route.event_type,
+        payload=payload,
+        correlation_id=correlation_id,
+        node_id=node_id,
+        call_id=call_id,
+        conf_session_id=conf_session_id,
+        occurred_at=occurred_at,
+        event_id=event_id,
     )
     validate_built_event(route.event_type, envelope)
     return envelope
@@ -71,19 +77,6 @@ def assemble_event(
     The check costs more than building the envelope, and a B2BUA call emits a dozen such events.
     """
     route = route_of(event_type)
-    return _assemble(route, payload, correlation_id, node_id, call_id, conf_session_id, occurred_at, event_id)
-
-
-def _assemble(
-    route: Route,
-    payload: Mapping[str, Any],
-    correlation_id: str,
-    node_id: str,
-    call_id: str | None,
-    conf_session_id: str | None,
-    occurred_at: dt.datetime | None,
-    event_id: uuid.UUID | None,
-) -> dict[str, Any]:
     envelope: dict[str, Any] = {
         "event_id": _new_event_id() if event_id is None else str(event_id),
         "type": route.value,

@@ -50,13 +50,16 @@ def call_event(
     payload: Mapping[str, Any],
     occurred_at: dt.datetime,
     node_id: str,
+    *,
+    check: bool = False,
 ) -> dict[str, Any]:
-    """A call event built from rows the call repository checked (``NewCall``/``NewLeg`` and
-    ``call_rules`` hold every field to the schema's limits, the repository its node id), so not checked
-    against the schema again: ``tests/unit/test_call_events_by_construction.py`` validates what these
-    builders make from any input the repository accepts. Measured figures (quality reports) and CDRs
-    go through ``make_event``."""
-    return assemble_event(
+    """A call event. Built from rows the call repository checked (``NewCall``/``NewLeg`` and ``call_rules``
+    hold every field to the schema's limits, the repository its node id), it is not checked against the
+    schema again: ``tests/unit/test_call_events_by_construction.py`` validates what these builders make
+    from any input the repository accepts. ``check=True`` for measured figures (quality reports), which no
+    rule bounds; CDRs go through ``make_event`` too."""
+    build = make_event if check else assemble_event
+    return build(
         event_type,
         payload=payload,
         correlation_id=str(call.correlation_id),
@@ -144,14 +147,8 @@ def call_quality_reported(
         "packets_lost": report.packets_lost,
         "mos": report.mos,
     }
-    return make_event(  # measured values (NaN, out of range) are checked against the schema
-        EventType.CALL_QUALITY_REPORTED,
-        payload=payload,
-        correlation_id=str(call.correlation_id),
-        node_id=node_id,
-        call_id=str(call.call_id),
-        occurred_at=at,
-    )
+    # Measured values (NaN, out of range) are checked against the schema.
+    return call_event(EventType.CALL_QUALITY_REPORTED, call, payload, at, node_id, check=True)
 
 
 def cdr_created(cdr: CdrRecord, node_id: str, occurred_at: dt.datetime) -> dict[str, Any]:
