@@ -233,6 +233,11 @@ class _Running:
     # call forgets its own when it ends instead of scanning every call's.
     transactions: set[TransactionKey] = dataclasses.field(default_factory=set)
 
+    @property
+    def settled(self) -> bool:
+        """No media action or repository write of the call is queued or running."""
+        return self.persist.idle and self.media.idle
+
 
 class CallControlService:
     def __init__(
@@ -334,7 +339,7 @@ class CallControlService:
         while True:
             self._prune_draining()
             everyone = [*self._running.values(), *self._draining]
-            busy = [r for r in everyone if not (r.persist.idle and r.media.idle)]
+            busy = [r for r in everyone if not r.settled]
             if not busy and not self._tasks:
                 return
             for running in busy:
@@ -595,14 +600,14 @@ class CallControlService:
         """Let go of the finished calls whose writes are done. Most calls end with writes still queued (they
         trail the signalling), so without this the set kept every call the node ever ran; pruning when it
         has doubled since the last prune costs O(1) per call and keeps it at most twice what is draining."""
-        self._draining = {r for r in self._draining if not (r.persist.idle and r.media.idle)}
+        self._draining = {r for r in self._draining if not r.settled}
         self._prune_draining_at = max(DRAINING_PRUNE_MIN, 2 * len(self._draining))
 
     def _forget(self, running: _Running) -> None:
         call = running.call
         if self._running.pop(call.call_id, None) is None:
             return
-        if not (running.persist.idle and running.media.idle):
+        if not running.settled:
             self._draining.add(running)
             if len(self._draining) >= self._prune_draining_at:
                 self._prune_draining()
@@ -616,9 +621,8 @@ class CallControlService:
         for endpoint_id in running.endpoints:
             if self._by_endpoint.get(endpoint_id) is running:
                 del self._by_endpoint[endpoint_id]
-        for key in running.transactions:
-            if self._transactions.get(key, (None,))[0] is running:
-                del self._transactions[key]
+        for key in running.transactions:  # each still maps to this call: answered ones left both
+            self._transactions.pop(key, None)
         running.transactions.clear()
         call.release()
         log.info("call finished", cause=call.end_cause, status=call.end_status)
