@@ -12,6 +12,11 @@ RFC 3263's NAPTR/SRV steps do not apply: the address records of the host are all
 refresh (error, timeout, empty answer) keeps the last good addresses, logs ``trunk dns resolution
 failed`` with the trunk name and counts ``uc_sip_trunk_dns_failures``; a trunk never resolved has no
 address, and calls to it are refused with 503 until a refresh succeeds.
+
+Calls use every address: an INVITE that gets no response, a transport error or a 503 from one address
+goes on to the next (RFC 3263 §4.3, done by the call itself). While started, each such move is logged
+here as ``trunk address failed, trying next`` (trunk, address, reason, next address; the line carries the
+call's ids) and counted in ``uc_sip_trunk_failovers``.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from edge.logs import get_logger
-from signaling.callcontrol.config import Trunk, TrunkAddresses
+from signaling.callcontrol.config import Trunk, TrunkAddresses, TrunkFailover
 
 log = get_logger("uc_edge.trunk_dns")
 
@@ -93,6 +98,8 @@ class TrunkDns:
         """Resolve every named trunk once (each bounded by ``timeout``), then keep refreshing."""
         if not self.trunks:
             return
+        self.addresses.remove_listener(_log_failover)  # started twice: still one line per failover
+        self.addresses.add_listener(_log_failover)
         if self._registry is not None and self._collector is None:
             self._collector = TrunkDnsCollector(self)
             self._registry.register(self._collector)
@@ -104,6 +111,7 @@ class TrunkDns:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        self.addresses.remove_listener(_log_failover)
         if self._registry is not None and self._collector is not None:
             self._registry.unregister(self._collector)
             self._collector = None
@@ -119,13 +127,14 @@ class TrunkDns:
         return self.refresh_interval
 
     def snapshot(self) -> list[dict[str, object]]:
-        """Per named trunk: host, current addresses, lookups, failures, last error."""
+        """Per named trunk: host, current addresses, lookups, failures, last error, failovers."""
         return [
             {
                 "name": trunk.name,
                 "host": trunk.host,
                 "addresses": list(self.addresses.get(trunk.name)),
                 **dataclasses.asdict(self.stats[trunk.name]),
+                "failovers": self.addresses.failovers(trunk.name),
             }
             for trunk in self.trunks
         ]
@@ -175,6 +184,16 @@ class TrunkDns:
         return tuple(sorted(unique, key=lambda address: (":" in address) != wants_ipv6))
 
 
+def _log_failover(failover: TrunkFailover) -> None:
+    log.warning(
+        "trunk address failed, trying next",
+        trunk=failover.trunk,
+        address=failover.address,
+        reason=failover.reason,
+        next_address=failover.next_address,
+    )
+
+
 class TrunkDnsCollector(Collector):
     """Per named trunk: lookups, failures and how many addresses are held, read at scrape time."""
 
@@ -195,15 +214,23 @@ class TrunkDnsCollector(Collector):
             "addresses a trunk host name resolves to now (0: calls to it get 503)",
             labels=["trunk"],
         )
+        failovers = CounterMetricFamily(
+            "uc_sip_trunk_failovers",
+            "INVITEs to one address of a trunk that failed (no response, transport error, 503) and went "
+            "on to its next address",
+            labels=["trunk"],
+        )
         trunk_dns = self._trunk_dns
         for trunk in trunk_dns.trunks:
             stats = trunk_dns.stats[trunk.name]
             lookups.add_metric([trunk.name], float(stats.lookups))
             failures.add_metric([trunk.name], float(stats.failures))
             held.add_metric([trunk.name], float(len(trunk_dns.addresses.get(trunk.name))))
+            failovers.add_metric([trunk.name], float(trunk_dns.addresses.failovers(trunk.name)))
         yield lookups
         yield failures
         yield held
+        yield failovers
 
     def describe(self) -> Iterable[CounterMetricFamily | GaugeMetricFamily]:
         return []

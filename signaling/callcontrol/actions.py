@@ -172,10 +172,15 @@ class ResolveRoute(Action):
 
 @dataclass(frozen=True, slots=True)
 class Contact:
-    """One place to ring: the request goes to ``uri``, over ``flow`` when set (registered flows, trunks)."""
+    """One place to ring: the request goes to ``uri``, over ``flow`` when set (registered flows, trunks).
+
+    ``failover``: where the same request goes next, one after the other, when the INVITE over ``flow``
+    gets no response (Timer B), hits a transport error or is answered 503 (RFC 3263 §4.3): the other
+    addresses a trunk's host name resolved to."""
 
     uri: str
     flow: TransportAddress | None = None
+    failover: tuple[TransportAddress, ...] = ()
 
 
 class Route:

@@ -18,6 +18,9 @@ two bridged legs are connected. Nothing here does I/O or reads a clock::
 
 Routing: the first ResolveRoute (step 1) places the call; forks ring in parallel and the first 2xx
 wins (the others are CANCELed with ``Reason: SIP;cause=200;text="Call completed elsewhere"``).
+A contact with ``failover`` addresses (a trunk whose name resolved to several) is tried one address
+after the other within its step: an INVITE with no response (Timer B), a transport error or a 503
+before any 1xx beyond 100 goes again, as a new leg, to the next address (RFC 3263 §4.3).
 Blind transfer (REFER) resolves a new route for the party that stays and replaces the transferor.
 """
 
@@ -54,7 +57,7 @@ from signaling.callcontrol.actions import (
     SendDtmf,
     SendSip,
 )
-from signaling.callcontrol.config import CallControlConfig, Trunk
+from signaling.callcontrol.config import CallControlConfig, Trunk, TrunkFailover
 from signaling.callcontrol.media_sdp import (
     build_answer,
     build_offer,
@@ -172,6 +175,12 @@ class Leg:
     local_dir: Direction = Direction.SENDRECV
     configured: bool = False
     final_status: int | None = None
+    # RFC 3263 failover: the addresses still to try for this contact if this leg's INVITE fails; why
+    # it failed without a response (Timer B, a transport error), if it did; whether any 1xx beyond 100
+    # came back (a callee that answered at all is not failed over).
+    failover: tuple[TransportAddress, ...] = ()
+    no_response: str | None = None
+    provisional: bool = False
 
     @property
     def endpoint_id(self) -> str | None:
@@ -457,7 +466,18 @@ class Call:
         leg = self.legs.get(leg_id)
         if leg is None or leg.session is None:
             return
-        leg.session.request_failed(method, cseq, now, status)
+        session = leg.session
+        if (
+            method == "INVITE"
+            and not leg.is_caller
+            and session.state is InviteState.CALLING
+            and session.invite is not None
+            and cseq_of(session.invite).sequence == cseq
+        ):
+            # The session turns this into a 408/503 like a peer's; only here do we know that no
+            # response came at all, which (unlike a peer's 408) sends the INVITE to the next address.
+            leg.no_response = "timeout" if status == 408 else "transport error"
+        session.request_failed(method, cseq, now, status)
         self._pump(leg, now)
 
     def handle_route(self, step: int, route: Route, now: float) -> None:
@@ -611,23 +631,59 @@ class Call:
         dial = Dial(step, party, route, now + self.config.no_answer_timeout, transfer)
         self.dials.append(dial)
         for contact in route.contacts[: self.config.max_forks]:
-            transport = contact.flow.transport if contact.flow is not None else _uri_transport(contact.uri)
-            leg = self._new_leg(
-                is_caller=False,
-                target=contact.uri[:2048],
-                address=self.env.local_address(transport),
-                flow=contact.flow,
-            )
-            leg.dial = dial
-            leg.trunk = route.trunk
-            leg.request_uri = contact.uri
-            dial.legs.append(leg)
-            leg_type = "webrtc" if transport in ("ws", "wss") else route.leg_type
-            self._record_leg(leg, "outbound", route.account_id, leg_type)
-            self._create_endpoint(leg)
+            self._add_dial_leg(dial, contact.uri, contact.flow, contact.failover)
         if not dial.legs:
             self._dial_failed(dial, now, 480)
         return dial
+
+    def _add_dial_leg(
+        self,
+        dial: Dial,
+        uri: str,
+        flow: TransportAddress | None,
+        failover: tuple[TransportAddress, ...],
+    ) -> Leg:
+        """A B leg of ``dial`` to ``uri`` over ``flow``; its INVITE goes once its endpoint exists."""
+        route = dial.route
+        transport = flow.transport if flow is not None else _uri_transport(uri)
+        leg = self._new_leg(
+            is_caller=False,
+            target=_attempt_target(route.trunk, uri, flow)[:2048],
+            address=self.env.local_address(transport),
+            flow=flow,
+        )
+        leg.dial = dial
+        leg.trunk = route.trunk
+        leg.request_uri = uri
+        leg.failover = failover
+        dial.legs.append(leg)
+        leg_type = "webrtc" if transport in ("ws", "wss") else route.leg_type
+        self._record_leg(leg, "outbound", route.account_id, leg_type)
+        self._create_endpoint(leg)
+        return leg
+
+    def _failover_reason(self, leg: Leg, status: int) -> str | None:
+        """Why ``leg``'s INVITE may go on to the next address (RFC 3263 §4.3, RFC 3261 §16.7), or None:
+        no response at all, a transport error, or a 503 from a callee that had not even rung. A peer's
+        own 408, any other 4xx-6xx, and anything after a 1xx beyond 100 are the callee's answer."""
+        if not leg.failover or leg.cancel_result is not None or leg.provisional:
+            return None
+        if leg.no_response is not None:
+            return leg.no_response
+        return "503" if status == 503 else None
+
+    def _fail_over(self, leg: Leg, dial: Dial, reason: str, now: float) -> None:
+        """Send the caller's INVITE again to the next address of the same contact: a new leg (its own
+        client transaction, branch, Call-ID and From tag, as a parallel fork gets; its own endpoint
+        and call_legs row), recorded as its own routing attempt in the same step."""
+        flow, *rest = leg.failover
+        leg.failover = ()
+        self._add_dial_leg(dial, leg.request_uri, flow, tuple(rest))
+        trunk = leg.trunk
+        if trunk is not None and leg.flow is not None:
+            self.config.trunk_addresses.note_failover(
+                TrunkFailover(trunk.name, leg.flow.host, reason, flow.host)
+            )
 
     def _send_invite(self, leg: Leg, now: float) -> None:
         dial = leg.dial
@@ -766,6 +822,7 @@ class Call:
     def _on_ringing(self, leg: Leg, now: float) -> None:
         if leg.is_caller:
             return
+        leg.provisional = True
         self._leg_state(leg, "early", None, now)
         dial = leg.dial
         if dial is None or dial.done or dial.transfer is not None:
@@ -786,6 +843,7 @@ class Call:
     def _on_early_media(self, leg: Leg, now: float) -> None:
         if leg.is_caller:
             return
+        leg.provisional = True
         self._leg_state(leg, "early", None, now)
         dial = leg.dial
         if dial is None or dial.done or dial.transfer is not None:
@@ -904,7 +962,12 @@ class Call:
             result = leg.cancel_result or result_for_status(event.status_code)
             self._record_attempt(leg, result, event.status_code, now)
             if leg.cancel_result is None:
+                # Kept for every address tried: once all have failed, the caller hears what the
+                # §16.7 choice over them all gives (a timeout and a 503 give 408, as one timeout would).
                 dial.failures.append(event.status_code)
+                reason = None if dial.done else self._failover_reason(leg, event.status_code)
+                if reason is not None:
+                    self._fail_over(leg, dial, reason, now)
             if not dial.done and all(other.closed for other in dial.legs):
                 self._dial_failed(dial, now)
             return
@@ -1201,6 +1264,16 @@ class Call:
         if status is not None and not 100 <= status <= 699:
             status = None
         self._record_routing(leg.dial.step, leg.target, result, status, leg.leg_id, now)
+
+
+def _attempt_target(trunk: Trunk | None, uri: str, flow: TransportAddress | None) -> str:
+    """What a B leg's call_routing row (and call_legs remote address) names: the Request-URI, plus, for a
+    trunk whose host name resolved to addresses, the address dialled as ``maddr`` (RFC 3261 §19.1.1):
+    each address of one name is then its own attempt, as call_routing's (step, target) key needs."""
+    if trunk is None or flow is None or not trunk.host_is_name or flow.host == trunk.host:
+        return uri
+    host = f"[{flow.host}]" if ":" in flow.host else flow.host
+    return f"{uri};maddr={host}"
 
 
 def _uri_transport(uri: str) -> str:

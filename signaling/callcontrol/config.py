@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -204,18 +204,38 @@ class CallControlConfig:
         return (best[0], best[1]) if best is not None else None
 
 
+TrunkFailoverListener = Callable[["TrunkFailover"], None]
+
+
+@dataclass(frozen=True, slots=True)
+class TrunkFailover:
+    """An INVITE to one address of a trunk failed (``reason``: ``timeout``, ``transport error``,
+    ``503``) and the call goes on to ``next_address`` (RFC 3263 §4.3)."""
+
+    trunk: str
+    address: str
+    reason: str
+    next_address: str
+
+
 class TrunkAddresses:
     """The addresses trunk host names resolve to, by trunk name: written by the node's resolver
     (``edge/trunk_dns.py``, A and AAAA lookups), read by routing (where requests to a trunk go) and by
     :meth:`CallControlConfig.trunk_for_source` (who may call us). No I/O here: a trunk whose name has
     not been resolved yet simply has no addresses. Trunks whose host is an IP literal never appear.
+
+    Calls report here when they move on from a failed address (:meth:`note_failover`): counted per
+    trunk, and passed to listeners (the node's resolver logs them). The pure call core thus reports
+    without logging itself, and the count lives beside the addresses it is about.
     """
 
-    __slots__ = ("_address_sets", "_addresses")
+    __slots__ = ("_address_sets", "_addresses", "_failovers", "_listeners")
 
     def __init__(self) -> None:
         self._addresses: dict[str, tuple[str, ...]] = {}
         self._address_sets: dict[str, frozenset[str]] = {}  # for the per-INVITE source check
+        self._failovers: dict[str, int] = {}
+        self._listeners: list[TrunkFailoverListener] = []
 
     def set(self, trunk: str, addresses: Iterable[str]) -> None:
         """Replace the addresses of ``trunk`` (the first is where its requests go); none forgets it."""
@@ -235,16 +255,38 @@ class TrunkAddresses:
         return found is not None and address in found
 
     def transport_host(self, trunk: Trunk) -> str | None:
-        """The host requests to ``trunk`` are sent to: its IP, else the first address its name resolved
-        to, or None while the name has no answer yet.
+        """The host requests to ``trunk`` are sent to first (see :meth:`transport_hosts`), or None."""
+        hosts = self.transport_hosts(trunk)
+        return hosts[0] if hosts else None
 
-        TLS keeps the name: the connection resolves it asynchronously (``loop.create_connection``) and
-        the server certificate is checked against the name we dial (RFC 5922 §4), which an address
-        would defeat."""
+    def transport_hosts(self, trunk: Trunk) -> tuple[str, ...]:
+        """Where requests to ``trunk`` may go, in the order to try them: its IP; else every address its
+        name resolved to (an INVITE moves on to the next when one fails, RFC 3263 §4.3); none while the
+        name has no answer yet.
+
+        TLS keeps the name: the connection resolves it asynchronously (``loop.create_connection``, which
+        tries each address in turn when a connect fails) and the server certificate is checked against
+        the name we dial (RFC 5922 §4), which an address would defeat."""
         if not trunk.host_is_name or trunk.transport == "tls":
-            return trunk.host
-        addresses = self._addresses.get(trunk.name)
-        return addresses[0] if addresses else None
+            return (trunk.host,)
+        return self._addresses.get(trunk.name, ())
+
+    def note_failover(self, failover: TrunkFailover) -> None:
+        """A call gave up on one address of a trunk for the next: count it, tell the listeners."""
+        self._failovers[failover.trunk] = self._failovers.get(failover.trunk, 0) + 1
+        for listener in self._listeners:
+            listener(failover)
+
+    def failovers(self, trunk: str) -> int:
+        """How many times calls moved on from a failed address of ``trunk`` (since the node started)."""
+        return self._failovers.get(trunk, 0)
+
+    def add_listener(self, listener: TrunkFailoverListener) -> None:
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: TrunkFailoverListener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
 
     def as_dict(self) -> dict[str, list[str]]:
         return {name: list(addresses) for name, addresses in self._addresses.items()}

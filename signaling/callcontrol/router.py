@@ -141,14 +141,23 @@ class CallRouter:
         # by edge/trunk_dns.py: a static trunk's host:port is the next hop, so no RFC 3263 SRV/NAPTR).
         suffix = "" if trunk.transport == "udp" else f";transport={trunk.transport}"
         uri = f"sip:{number}@{trunk.host}:{trunk.port}{suffix}"
-        host = self.config.trunk_addresses.transport_host(trunk)
-        if host is None:
+        hosts = self.config.trunk_addresses.transport_hosts(trunk)
+        if not hosts:
             return RouteReject(
                 uri, 503, "failed", f"trunk {trunk.name}: host {trunk.host} is not resolved yet"
             )
-        flow = TransportAddress(trunk.transport, host, trunk.port)  # type: ignore[arg-type]
+        # Every address the name resolved to, in the resolver's order: the first is dialled, the others
+        # are tried one after the other when it fails (RFC 3263 §4.3), not rung in parallel.
+        flow, *failover = (
+            TransportAddress(trunk.transport, host, trunk.port)  # type: ignore[arg-type]
+            for host in hosts
+        )
         return RouteToContacts(
-            uri, (Contact(uri, flow),), f"<sip:{number}@{trunk.host}>", trunk=trunk, leg_type="pstn"
+            uri,
+            (Contact(uri, flow, tuple(failover)),),
+            f"<sip:{number}@{trunk.host}>",
+            trunk=trunk,
+            leg_type="pstn",
         )
 
 

@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 
 from edge.trunk_dns import UNRESOLVED_RETRY, TrunkDns
 from edge.trunk_registration import TrunkRegistrations
-from signaling.callcontrol.config import Trunk, TrunkAddresses
+from signaling.callcontrol.config import Trunk, TrunkAddresses, TrunkFailover
 from signaling.sip.message import Request, Response, build_response
 from signaling.sip.outbound_registration import RegistrationState
 from signaling.sip.routing import TransportAddress
@@ -127,6 +127,35 @@ async def test_a_failed_refresh_keeps_the_last_good_answer_warns_and_counts() ->
     finally:
         await dns.stop()
     assert registry.get_sample_value("uc_sip_trunk_dns_failures_total", {"trunk": "carrier"}) is None
+
+
+async def test_a_failover_of_a_call_is_logged_and_counted_while_started() -> None:
+    resolver = FakeResolver({"backup.carrier.test": ["203.0.113.5", "203.0.113.6"]})
+    addresses = TrunkAddresses()
+    registry = CollectorRegistry()
+    dns = TrunkDns([BACKUP], addresses, resolver=resolver, registry=registry, sleep=SteppedSleep())
+    moved = TrunkFailover("backup", "203.0.113.5", "timeout", "203.0.113.6")
+    await dns.start()
+    await dns.start()  # started twice: still one line per failover
+    try:
+        assert registry.get_sample_value("uc_sip_trunk_failovers_total", {"trunk": "backup"}) == 0
+        with capture_logs() as logs:
+            addresses.note_failover(moved)  # what a call reports when it moves on (call.py)
+        (line,) = [line for line in logs if line["event"] == "trunk address failed, trying next"]
+        assert line["log_level"] == "warning"
+        assert (line["trunk"], line["address"], line["reason"], line["next_address"]) == (
+            "backup",
+            "203.0.113.5",
+            "timeout",
+            "203.0.113.6",
+        )
+        assert registry.get_sample_value("uc_sip_trunk_failovers_total", {"trunk": "backup"}) == 1
+        assert dns.snapshot()[0]["failovers"] == 1
+    finally:
+        await dns.stop()
+    with capture_logs() as logs:
+        addresses.note_failover(moved)
+    assert logs == [] and addresses.failovers("backup") == 2  # counted, no longer logged
 
 
 async def test_a_lookup_that_hangs_times_out_and_the_others_still_resolve() -> None:

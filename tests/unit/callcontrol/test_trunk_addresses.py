@@ -43,10 +43,13 @@ def test_a_resolved_trunk_name_is_the_uri_host_and_its_address_the_destination()
     assert contact.uri == "sip:0049301234@sip.carrier.test:5080"
     assert found.target == contact.uri and found.to_uri == "<sip:0049301234@sip.carrier.test>"
     assert contact.flow == TransportAddress("udp", "203.0.113.5", 5080)
+    # the other addresses are tried one after the other if the first fails (RFC 3263 §4.3)
+    assert contact.failover == (TransportAddress("udp", "2001:db8::5", 5080),)
     addresses.set("carrier", ["203.0.113.6"])  # a refresh moved the name: the next call follows
     moved = route(router, "0049301234")
     assert isinstance(moved, RouteToContacts) and moved.contacts[0].flow is not None
     assert moved.contacts[0].flow.host == "203.0.113.6"
+    assert moved.contacts[0].failover == ()
 
 
 @pytest.mark.parametrize(
@@ -65,6 +68,7 @@ def test_ip_and_tls_trunks_need_no_resolved_address(trunk: Trunk, host: str) -> 
     found = route(router, "0049301234")
     assert isinstance(found, RouteToContacts) and found.contacts[0].flow is not None
     assert found.contacts[0].flow.host == host
+    assert found.contacts[0].failover == ()  # TLS: the connect itself tries each address of the name
 
 
 def test_a_registering_trunk_accepts_calls_from_the_addresses_its_name_resolves_to() -> None:
