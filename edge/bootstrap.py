@@ -87,7 +87,9 @@ class EdgeNode:
         while True:
             started = time.monotonic()
             try:
-                await run_outbox_relays(dsns, producer, relay_id=s.node_id)
+                await run_outbox_relays(
+                    dsns, producer, relay_id=s.node_id, sent_retention_seconds=s.outbox_sent_retention_seconds
+                )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

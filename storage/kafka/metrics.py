@@ -17,6 +17,12 @@ class RelayMetrics:
         self.published = Counter(
             "uc_outbox_published", "Outbox rows acknowledged by Kafka.", ["domain"], registry=registry
         )
+        self.purged = Counter(
+            "uc_outbox_purged",
+            "Sent outbox rows deleted after the retention (sent_retention_seconds).",
+            ["domain"],
+            registry=registry,
+        )
         self.failures = Counter(
             "uc_outbox_publish_failures",
             "Relay cycles that failed (broker or database unavailable, send rejected).",

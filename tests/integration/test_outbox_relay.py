@@ -413,3 +413,52 @@ async def test_a_batch_slow_to_publish_is_logged_with_its_topics(
     assert (sent, claimed) == (4, 4)
     (slow,) = [entry for entry in logs if entry["event"] == "outbox batch slow to publish"]
     assert slow["rows"] == 4 and slow["topics"] == [topics.call] and slow["seconds"] >= 0
+
+
+async def test_the_purge_deletes_every_expired_sent_row_in_bounded_chunks(
+    dsn: str, topics: EventTopics
+) -> None:
+    """Rows sent before the retention go, however many there are (a round stops after purge_max_chunks and
+    the next housekeeping goes on); rows sent since and unsent rows stay. One chunk per interval, as
+    before, fell far behind any real insert rate."""
+    await interleaved_call_events(dsn, topics, keys=5, per_key=5)  # 25 rows, ids in insert order
+    conn = await asyncpg.connect(dsn)
+    try:
+        ids = [r["id"] for r in await conn.fetch("SELECT id FROM outbox ORDER BY id")]
+        expired, recent = ids[:20], ids[20:22]  # the last 3 stay unsent
+        await conn.execute(
+            "UPDATE outbox SET sent_at = now() - interval '2 hours' WHERE id = ANY($1)", expired
+        )
+        await conn.execute("UPDATE outbox SET sent_at = now() WHERE id = ANY($1)", recent)
+    finally:
+        await conn.close()
+    registry = CollectorRegistry()
+    relay = make_relay(
+        dsn,
+        "relay-purge",
+        registry=registry,
+        sent_retention_seconds=3600,
+        purge_chunk_rows=3,
+        purge_max_chunks=4,
+    )
+    relay._autovacuum = True  # no vacuum task in this test
+    try:
+        with structlog.testing.capture_logs() as logs:
+            assert await relay.purge_sent() == 12  # 4 full chunks: the round stops, more is left
+            assert relay._next_purge_at == 0.0  # so the next housekeeping goes on at once
+            await relay._housekeeping()
+            assert relay._purge_task is not None
+            assert await asyncio.wait_for(asyncio.shield(relay._purge_task), 30) == 8  # 3 + 3 + 2 (short)
+            assert relay._next_purge_at > 0.0  # done: the next round is an interval away
+    finally:
+        await relay.close()
+        await relay.publisher.close()
+    conn = await asyncpg.connect(dsn)
+    try:
+        left = [r["id"] for r in await conn.fetch("SELECT id FROM outbox ORDER BY id")]
+    finally:
+        await conn.close()
+    assert left == ids[20:]
+    assert registry.get_sample_value("uc_outbox_purged_total", {"domain": "test"}) == 20
+    purged = [entry for entry in logs if entry["event"] == "outbox sent rows purged"]
+    assert [(p["rows"], p["more"]) for p in purged] == [(12, True), (8, False)]
