@@ -28,6 +28,7 @@ from media.control import (
     MediaEvent,
     MediaTimeout,
     PayloadFormat,
+    QualityReport,
     QualitySnapshot,
     StreamParams,
 )
@@ -601,8 +602,6 @@ class RtpEndpoint(asyncio.DatagramProtocol):
 
     def housekeeping(self, now: float) -> list[MediaEvent]:
         """Run the slow timers; returns events the plane should publish (timeouts, periodic quality)."""
-        from media.control import QualityReport
-
         events: list[MediaEvent] = []
         receiver = self._dtmf_receiver
         if receiver is not None:

@@ -20,6 +20,7 @@ import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 __all__ = [
     "DEFAULT_CODECS",
@@ -276,16 +277,18 @@ class Timing:
         return cls(int(parts[0]), int(parts[1]))
 
 
-@dataclass(slots=True)
-class Attribute:
-    """One ``a=`` line: a flag (``value is None``) or ``name:value``."""
+class Attribute(NamedTuple):
+    """One ``a=`` line: a flag (``value is None``) or ``name:value``.
+
+    An immutable tuple: copies of a description share their attributes (a B2BUA call copies and renders
+    ~20 of them), and the collector stops tracking a tuple of strings after its first look at it."""
 
     name: str
     value: str | None = None
 
     @classmethod
     def parse(cls, text: str) -> Attribute:
-        return cls(*_attribute_fields(text))
+        return tuple.__new__(cls, _attribute_fields(text))
 
     def __str__(self) -> str:
         return self.name if self.value is None else f"{self.name}:{self.value}"
@@ -523,7 +526,7 @@ class MediaDescription(_AttributeMixin):
         return cls(media, port, proto, formats, port_count)
 
     def copy(self) -> MediaDescription:
-        """A deep copy (lists and line objects are new; strings and ints are shared)."""
+        """A deep copy (lists and mutable line objects are new; strings, ints and attributes are shared)."""
         return MediaDescription(
             self.media,
             self.port,
@@ -534,7 +537,7 @@ class MediaDescription(_AttributeMixin):
             _copy_connection(self.connection),
             [Bandwidth(b.bwtype, b.kbps) for b in self.bandwidths],
             self.encryption_key,
-            [Attribute(a.name, a.value) for a in self.attributes],
+            list(self.attributes),
         )
 
     def m_line(self) -> str:
@@ -689,7 +692,7 @@ class SessionDescription(_AttributeMixin):
             self.session_name,
             _copy_connection(self.connection),
             [Timing(t.start, t.stop, list(t.repeats)) for t in self.timings],
-            [Attribute(a.name, a.value) for a in self.attributes],
+            list(self.attributes),
             [media.copy() for media in self.media],
             self.version,
             self.information,

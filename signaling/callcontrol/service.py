@@ -239,6 +239,24 @@ class _Running:
         return self.persist.idle and self.media.idle
 
 
+class _LoopWallClock:
+    """Loop time → aware UTC datetime. A call asks for the same instant many times while it handles one
+    message (each row and event of a state change is stamped), so the last answer is kept."""
+
+    __slots__ = ("_last", "_last_now", "_offset")
+
+    def __init__(self, offset: float) -> None:
+        self._offset = offset
+        self._last_now = -1.0
+        self._last = dt.datetime.fromtimestamp(offset, dt.UTC)
+
+    def __call__(self, now: float) -> dt.datetime:
+        if now != self._last_now:
+            self._last = dt.datetime.fromtimestamp(self._offset + now, dt.UTC)
+            self._last_now = now
+        return self._last
+
+
 class CallControlService:
     def __init__(
         self,
@@ -287,10 +305,7 @@ class CallControlService:
         env: CallEnvironment, loop_time: Callable[[], float], wallclock: Callable[[], float] = time.time
     ) -> CallEnvironment:
         """``env`` with ``to_datetime`` mapping the loop's monotonic clock onto wall-clock UTC."""
-        offset = wallclock() - loop_time()
-        return dataclasses.replace(
-            env, to_datetime=lambda now: dt.datetime.fromtimestamp(offset + now, dt.UTC)
-        )
+        return dataclasses.replace(env, to_datetime=_LoopWallClock(wallclock() - loop_time()))
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -449,7 +449,9 @@ def test_copy_shares_no_mutable_part() -> None:
     assert copy.connection is not None
     copy.connection.address = "198.51.100.1"
     copy.timings[0].repeats.append("x")
-    copy.attributes[0].value = "BUNDLE 1"
+    copy.attributes[0] = Attribute(copy.attributes[0].name, "BUNDLE 1")  # attributes are immutable:
+    with pytest.raises(AttributeError):  # a copy shares them, so none can be changed in place
+        copy.attributes[0].value = "x"  # type: ignore[misc]
     copy.bandwidths[0].kbps = 1
     copy.emails.append("b@example.com")
     copy.phones.clear()

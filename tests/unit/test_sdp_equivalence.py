@@ -768,7 +768,8 @@ def test_codecs_follow_every_mutation_of_the_section(
         elif action == "drop-format" and media.formats:
             del media.formats[index % len(media.formats)]
         elif action == "set-value" and attributes:
-            attributes[index % len(attributes)].value = f"{payload_type} opus/48000/2"
+            at = index % len(attributes)  # attributes are immutable: a new value is a new attribute
+            attributes[at] = Attribute(attributes[at].name, f"{payload_type} opus/48000/2")
         elif action == "drop-attribute" and attributes:
             del attributes[index % len(attributes)]
         elif action == "add-rtpmap":
