@@ -189,6 +189,12 @@ class GroupCommit:
     transactions run at once, each with at most ``max_calls`` calls: a transaction's statements run one
     after another, one event-loop turn each, so under load the database keeps up only by having several
     transactions in flight (the pools hold 10 connections by default).
+
+    Another transaction starts beside the ones in flight only once ``spread_calls`` calls wait; fewer
+    wait for the next one to end and go together. Starting one per submit while fewer than ``max_groups``
+    ran spread light load over many small transactions, each paying its BEGIN/COMMIT, round trips and
+    outbox insert: b2bua-cps, 10 s steps at 50 and 100 calls/s, PostgreSQL CPU per call 6.6 → 6.1 and
+    4.2 → 3.5 ms, the server's 12.8 → 11.6 and 8.6 → 8.2 ms.
     """
 
     def __init__(
@@ -199,12 +205,14 @@ class GroupCommit:
         *,
         max_groups: int = 8,
         max_calls: int = 100,
+        spread_calls: int = 16,
     ) -> None:
         self.calls = calls
         self.cdrs = cdrs
         self.stats = stats
         self.max_groups = max_groups
         self.max_calls = max_calls
+        self.spread_calls = spread_calls
         self._waiting: list[_Part] = []
         self._running = 0
 
@@ -215,10 +223,14 @@ class GroupCommit:
         await part.done
 
     def _start(self) -> None:
-        if self._waiting and self._running < self.max_groups:
-            self._running += 1
-            # The group is taken when the task first runs: what other calls submit until then joins it.
-            asyncio.ensure_future(self._commit_next()).add_done_callback(self._finished)
+        waiting = len(self._waiting)
+        if not waiting or self._running >= self.max_groups:
+            return
+        if self._running and waiting < self.spread_calls:
+            return  # they go with the group taken when a transaction in flight ends
+        self._running += 1
+        # The group is taken when the task first runs: what other calls submit until then joins it.
+        asyncio.ensure_future(self._commit_next()).add_done_callback(self._finished)
 
     def _finished(self, _task: asyncio.Task[None]) -> None:
         self._running -= 1

@@ -242,6 +242,83 @@ async def test_calls_writing_at_once_share_a_transaction_but_not_their_errors(ba
     assert stats.persist_failures == 1
 
 
+class GatedCalls:
+    """A call repository whose transactions wait at a gate: what is in flight, and how wide, is seen."""
+
+    def __init__(self, inner: CallRepository) -> None:
+        self.inner = inner
+        self.gate = asyncio.Event()
+        self.open = self.widest = 0
+        self.groups: list[set[uuid.UUID]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    @contextlib.asynccontextmanager
+    async def batch(self, call_id: uuid.UUID | None = None, what: str = "") -> AsyncIterator[Any]:
+        self.open += 1
+        self.widest = max(self.widest, self.open)
+        try:
+            await self.gate.wait()
+            async with self.inner.batch(call_id) as writer:
+                yield _Recording(writer, self.groups.__getitem__(self._new_group()))
+        finally:
+            self.open -= 1
+
+    def _new_group(self) -> int:
+        self.groups.append(set())
+        return len(self.groups) - 1
+
+
+class _Recording:
+    """A transaction's writer that notes which calls it starts."""
+
+    def __init__(self, writer: Any, calls: set[uuid.UUID]) -> None:
+        self._writer, self._calls = writer, calls
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._writer, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if args and isinstance(args[0], NewCall):  # the calls a transaction starts
+                self._calls.add(args[0].call_id)  # type: ignore[arg-type]
+            return method(*args, **kwargs)
+
+        return call
+
+
+async def test_a_transaction_starts_beside_one_in_flight_only_when_enough_calls_wait() -> None:
+    """Light load goes in few transactions: while one is in flight, the calls that hand in writes wait
+    for it to end and go together; only ``spread_calls`` of them waiting open a second one beside it."""
+    gated = GatedCalls(MemoryCallRepository(node_id=NODE))
+    persistence = CallPersistence(gated, MemoryCdrRepository(node_id=NODE), Counters())  # type: ignore[arg-type]
+    spread = persistence._group.spread_calls
+    first, few = OneCall(), [OneCall() for _ in range(3)]
+    writes = [asyncio.ensure_future(persistence.write(first.call_id, first.setup()))]
+    await asyncio.sleep(0)
+    writes += [asyncio.ensure_future(persistence.write(c.call_id, c.setup())) for c in few]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert gated.open == 1  # the three wait: fewer than spread_calls
+    gated.gate.set()
+    await asyncio.gather(*writes)
+    assert gated.widest == 1
+    assert gated.groups == [{first.call_id}, {c.call_id for c in few}]  # the three in one transaction
+
+    gated.gate.clear()
+    gated.groups.clear()
+    busy, many = OneCall(), [OneCall() for _ in range(spread)]
+    writes = [asyncio.ensure_future(persistence.write(busy.call_id, busy.setup()))]
+    await asyncio.sleep(0)
+    writes += [asyncio.ensure_future(persistence.write(c.call_id, c.setup())) for c in many]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert gated.open == 2  # spread_calls waiting: a second transaction beside the first
+    gated.gate.set()
+    await asyncio.gather(*writes)
+    assert gated.groups == [{busy.call_id}, {c.call_id for c in many}]
+
+
 async def test_the_cdr_of_a_batch_is_written_after_every_row_queued_with_it() -> None:
     """A forked leg's CANCEL result that arrives just after the caller hung up is queued behind the CDR;
     whoever waits for the CDR (a billing consumer, the e2e tests) must find that row already there."""
