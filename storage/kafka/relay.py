@@ -521,8 +521,7 @@ class OutboxRelay:
 
     def _purge_done(self, task: asyncio.Task[int]) -> None:
         self._purge_task = None
-        if not task.cancelled() and task.exception() is not None:
-            self._next_purge_at = 0.0  # the database came back, or the next cycle fails first and backs off
+        if not task.cancelled() and task.exception() is not None:  # tried again an interval later
             log.warning(
                 "outbox purge failed",
                 domain=self.config.domain,
