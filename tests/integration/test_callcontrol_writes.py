@@ -318,6 +318,23 @@ async def test_a_transaction_starts_beside_one_in_flight_only_when_enough_calls_
     await asyncio.gather(*writes)
     assert gated.groups == [{busy.call_id}, {c.call_id for c in many}]
 
+    # a transaction that hangs holds the few waiting writes back only spread_after_seconds
+    gated.gate.clear()
+    gated.groups.clear()
+    persistence._group.spread_after_seconds = 0.05
+    stuck, late = OneCall(), [OneCall() for _ in range(2)]
+    writes = [asyncio.ensure_future(persistence.write(stuck.call_id, stuck.setup()))]
+    await asyncio.sleep(0)
+    writes += [asyncio.ensure_future(persistence.write(c.call_id, c.setup())) for c in late]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert gated.open == 1
+    await asyncio.sleep(0.2)
+    assert gated.open == 2  # the two went beside the hung one
+    gated.gate.set()
+    await asyncio.gather(*writes)
+    assert gated.groups == [{stuck.call_id}, {c.call_id for c in late}]
+
 
 async def test_the_cdr_of_a_batch_is_written_after_every_row_queued_with_it() -> None:
     """A forked leg's CANCEL result that arrives just after the caller hung up is queued behind the CDR;
