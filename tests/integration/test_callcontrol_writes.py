@@ -261,13 +261,10 @@ class GatedCalls:
         try:
             await self.gate.wait()
             async with self.inner.batch(call_id) as writer:
-                yield _Recording(writer, self.groups.__getitem__(self._new_group()))
+                self.groups.append(set())
+                yield _Recording(writer, self.groups[-1])
         finally:
             self.open -= 1
-
-    def _new_group(self) -> int:
-        self.groups.append(set())
-        return len(self.groups) - 1
 
 
 class _Recording:
