@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 
 from media.control import StreamParams
-from signaling.callcontrol.config import Trunk
+from signaling.callcontrol.config import Trunk, TrunkFailover
 from signaling.sip.invite import Outgoing
 from signaling.sip.routing import TransportAddress
 from storage.ports import NewCall, NewCdr, NewLeg, QualityReport
@@ -168,6 +168,14 @@ class RouteQuery:
 class ResolveRoute(Action):
     step: int
     query: RouteQuery
+
+
+@dataclass(frozen=True, slots=True)
+class ReportTrunkFailover(Action):
+    """A B leg's INVITE gave up on one address of a trunk for the next: the runner counts it and tells
+    the listeners of ``TrunkAddresses`` (the node logs it), outside the call's step."""
+
+    failover: TrunkFailover
 
 
 @dataclass(frozen=True, slots=True)

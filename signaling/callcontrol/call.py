@@ -48,6 +48,7 @@ from signaling.callcontrol.actions import (
     RecordLeg,
     RecordLegState,
     RecordRouting,
+    ReportTrunkFailover,
     ResolveRoute,
     Route,
     RouteEcho,
@@ -681,9 +682,8 @@ class Call:
         self._add_dial_leg(dial, leg.request_uri, flow, tuple(rest))
         trunk = leg.trunk
         if trunk is not None and leg.flow is not None:
-            self.config.trunk_addresses.note_failover(
-                TrunkFailover(trunk.name, leg.flow.host, reason, flow.host)
-            )
+            failover = TrunkFailover(trunk.name, leg.flow.host, reason, flow.host)
+            self._actions.append(ReportTrunkFailover(failover))
 
     def _send_invite(self, leg: Leg, now: float) -> None:
         dial = leg.dial

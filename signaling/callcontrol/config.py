@@ -224,9 +224,9 @@ class TrunkAddresses:
     :meth:`CallControlConfig.trunk_for_source` (who may call us). No I/O here: a trunk whose name has
     not been resolved yet simply has no addresses. Trunks whose host is an IP literal never appear.
 
-    Calls report here when they move on from a failed address (:meth:`note_failover`): counted per
-    trunk, and passed to listeners (the node's resolver logs them). The pure call core thus reports
-    without logging itself, and the count lives beside the addresses it is about.
+    A call that moves on from a failed address emits ``ReportTrunkFailover``; whoever runs the call
+    reports it here (:meth:`note_failover`): counted per trunk, and passed to listeners (the node's
+    resolver logs them), so the count lives beside the addresses it is about.
     """
 
     __slots__ = ("_address_sets", "_addresses", "_failovers", "_listeners")

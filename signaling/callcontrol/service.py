@@ -40,6 +40,7 @@ from signaling.callcontrol.actions import (
     MediaAction,
     PersistAction,
     RecordQuality,
+    ReportTrunkFailover,
     ResolveRoute,
     RouteReject,
     SendSip,
@@ -546,6 +547,8 @@ class CallControlService:
                     writes.append(action)
                 elif isinstance(action, MediaAction):
                     running.media.put(functools.partial(self._run_media, running, action))
+                elif isinstance(action, ReportTrunkFailover):
+                    call.config.trunk_addresses.note_failover(action.failover)  # in the call's log context
                 elif isinstance(action, ResolveRoute):
                     route = self.router.resolve_static(action.query)
                     if route is None:

@@ -18,6 +18,7 @@ from signaling.callcontrol.actions import (
     CreateEndpoint,
     MediaAction,
     PersistAction,
+    ReportTrunkFailover,
     ResolveRoute,
     Route,
     RouteQuery,
@@ -256,6 +257,8 @@ class Switchboard:
                 self.call.handle_endpoint(action.leg_id, local, self.now)
         elif isinstance(action, MediaAction):
             run(run_media(action, self.media, str(self.call.call_id)))
+        elif isinstance(action, ReportTrunkFailover):
+            self.call.config.trunk_addresses.note_failover(action.failover)  # as the service does
         elif isinstance(action, PersistAction):
             try:
                 run(run_persist(action, self.calls_repo, self.cdrs))
