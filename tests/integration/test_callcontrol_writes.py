@@ -289,42 +289,35 @@ async def test_a_transaction_starts_beside_one_in_flight_only_when_enough_calls_
     for it to end and go together; only ``spread_calls`` of them waiting open a second one beside it."""
     gated = GatedCalls(MemoryCallRepository(node_id=NODE))
     persistence = CallPersistence(gated, MemoryCdrRepository(node_id=NODE), Counters())  # type: ignore[arg-type]
-    spread = persistence._group.spread_calls
-    first, few = OneCall(), [OneCall() for _ in range(3)]
-    writes = [asyncio.ensure_future(persistence.write(first.call_id, first.setup()))]
-    await asyncio.sleep(0)
-    writes += [asyncio.ensure_future(persistence.write(c.call_id, c.setup())) for c in few]
-    for _ in range(5):
+
+    async def one_then(waiting: int) -> tuple[OneCall, list[OneCall], list[asyncio.Future[None]]]:
+        """A call's setup goes in flight (held at the gate), then ``waiting`` other calls hand in theirs."""
+        gated.gate.clear()
+        gated.groups.clear()
+        first, others = OneCall(), [OneCall() for _ in range(waiting)]
+        writes = [asyncio.ensure_future(persistence.write(first.call_id, first.setup()))]
         await asyncio.sleep(0)
+        writes += [asyncio.ensure_future(persistence.write(c.call_id, c.setup())) for c in others]
+        for _ in range(5):
+            await asyncio.sleep(0)
+        return first, others, writes
+
+    first, few, writes = await one_then(3)
     assert gated.open == 1  # the three wait: fewer than spread_calls
     gated.gate.set()
     await asyncio.gather(*writes)
     assert gated.widest == 1
     assert gated.groups == [{first.call_id}, {c.call_id for c in few}]  # the three in one transaction
 
-    gated.gate.clear()
-    gated.groups.clear()
-    busy, many = OneCall(), [OneCall() for _ in range(spread)]
-    writes = [asyncio.ensure_future(persistence.write(busy.call_id, busy.setup()))]
-    await asyncio.sleep(0)
-    writes += [asyncio.ensure_future(persistence.write(c.call_id, c.setup())) for c in many]
-    for _ in range(5):
-        await asyncio.sleep(0)
+    busy, many, writes = await one_then(persistence._group.spread_calls)
     assert gated.open == 2  # spread_calls waiting: a second transaction beside the first
     gated.gate.set()
     await asyncio.gather(*writes)
     assert gated.groups == [{busy.call_id}, {c.call_id for c in many}]
 
     # a transaction that hangs holds the few waiting writes back only spread_after_seconds
-    gated.gate.clear()
-    gated.groups.clear()
     persistence._group.spread_after_seconds = 0.05
-    stuck, late = OneCall(), [OneCall() for _ in range(2)]
-    writes = [asyncio.ensure_future(persistence.write(stuck.call_id, stuck.setup()))]
-    await asyncio.sleep(0)
-    writes += [asyncio.ensure_future(persistence.write(c.call_id, c.setup())) for c in late]
-    for _ in range(5):
-        await asyncio.sleep(0)
+    stuck, late, writes = await one_then(2)
     assert gated.open == 1
     for _ in range(200):  # the timer's 0.05 s, however slow the machine (up to 10 s)
         if gated.open == 2:

@@ -33,6 +33,7 @@ from signaling.transport.application import SipRouter
 from signaling.transport.hub import SipTransportHub
 from storage.memory.hot import MemoryLocationStore
 from storage.memory.sql_domains import MemoryCallRepository, MemoryCdrRepository
+from storage.ports import CallRepository
 
 TIMERS = TimerSettings(t1=0.1, t2=0.4)
 
@@ -105,26 +106,8 @@ async def test_an_invite_to_a_trunk_named_localhost_goes_to_its_address_and_keep
     assert isinstance(route, RouteToContacts) and route.contacts[0].flow is not None
     assert route.contacts[0].flow.host == "127.0.0.1"
 
-    router = SipRouter()
-    hub = SipTransportHub(SipEndpoint(timers=TIMERS), application=router)
-    await hub.start("127.0.0.1", 0, None)
+    hub, service = await call_node(config, MemoryCallRepository(node_id="it-node"))
     host, port = hub.endpoint.local_addresses["udp"]
-    env = CallControlService.environment(
-        CallEnvironment(config, {"udp": LocalAddress("UDP", host, port)}, timers=TIMERS), hub.now
-    )
-    service = CallControlService(
-        hub=hub,
-        media=RecordingMediaControl(address="127.0.0.1"),
-        calls=MemoryCallRepository(node_id="it-node"),
-        cdrs=MemoryCdrRepository(node_id="it-node"),
-        router=CallRouter(config, location=MemoryLocationStore()),
-        env=env,
-        authenticator=DigestAuthenticator("uc-edge", b"0123456789abcdef0123"),
-        credentials=None,
-        flood=FloodGuard(FloodConfig()),
-    )
-    service.install(router)
-    await service.start()
     loop = asyncio.get_running_loop()
     caller, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
     try:
@@ -139,6 +122,34 @@ async def test_an_invite_to_a_trunk_named_localhost_goes_to_its_address_and_keep
         await service.stop()
         await hub.stop()
         await dns.stop()
+
+
+async def call_node(
+    config: CallControlConfig, calls: CallRepository, timers: TimerSettings = TIMERS
+) -> tuple[SipTransportHub, CallControlService]:
+    """Call control on a UDP hub bound to a free loopback port, in-memory repositories, media recorded;
+    the caller stops both (service first)."""
+    router = SipRouter()
+    hub = SipTransportHub(SipEndpoint(timers=timers), application=router)
+    await hub.start("127.0.0.1", 0, None)
+    host, port = hub.endpoint.local_addresses["udp"]
+    env = CallControlService.environment(
+        CallEnvironment(config, {"udp": LocalAddress("UDP", host, port)}, timers=timers), hub.now
+    )
+    service = CallControlService(
+        hub=hub,
+        media=RecordingMediaControl(address="127.0.0.1"),
+        calls=calls,
+        cdrs=MemoryCdrRepository(node_id="it-node"),
+        router=CallRouter(config, location=MemoryLocationStore()),
+        env=env,
+        authenticator=DigestAuthenticator("uc-edge", b"0123456789abcdef0123"),
+        credentials=None,
+        flood=FloodGuard(FloodConfig()),
+    )
+    service.install(router)
+    await service.start()
+    return hub, service
 
 
 async def test_a_trunk_named_localhost_is_registered_at_its_address_and_trusted_from_it(

@@ -27,21 +27,12 @@ from prometheus_client.registry import CollectorRegistry
 from structlog.testing import capture_logs
 
 from edge.trunk_dns import TrunkDns
-from signaling.callcontrol.call import CallEnvironment
 from signaling.callcontrol.config import CallControlConfig, Trunk
-from signaling.callcontrol.fakes import RecordingMediaControl
-from signaling.callcontrol.router import CallRouter
 from signaling.callcontrol.service import CallControlService
-from signaling.flood import FloodConfig, FloodGuard
-from signaling.sip.dialog import LocalAddress
-from signaling.sip.digest import DigestAuthenticator
-from signaling.sip.endpoint import SipEndpoint
 from signaling.sip.timers import TimerSettings
-from signaling.transport.application import SipRouter
-from signaling.transport.hub import SipTransportHub
-from storage.memory.hot import MemoryLocationStore
-from storage.memory.sql_domains import MemoryCallRepository, MemoryCdrRepository
+from storage.memory.sql_domains import MemoryCallRepository
 from storage.ports import CallSession, NewCall
+from tests.integration.test_trunk_dns import call_node
 
 # Timer B is 64*T1: 3.2 s here instead of 32 s, so that the silent address fails over quickly.
 TIMERS = TimerSettings(t1=0.05, t2=0.4)
@@ -142,27 +133,9 @@ async def node() -> AsyncIterator[tuple[Node, int]]:
     registry = CollectorRegistry()
     dns = TrunkDns(config.trunks, config.trunk_addresses, resolver=resolve, registry=registry)
     await dns.start()
-    router = SipRouter()
-    hub = SipTransportHub(SipEndpoint(timers=TIMERS), application=router)
-    await hub.start("127.0.0.1", 0, None)
-    host, port = hub.endpoint.local_addresses["udp"]
-    env = CallControlService.environment(
-        CallEnvironment(config, {"udp": LocalAddress("UDP", host, port)}, timers=TIMERS), hub.now
-    )
     calls = RecordingCalls()
-    service = CallControlService(
-        hub=hub,
-        media=RecordingMediaControl(address="127.0.0.1"),
-        calls=calls,
-        cdrs=MemoryCdrRepository(node_id="it-node"),
-        router=CallRouter(config, location=MemoryLocationStore()),
-        env=env,
-        authenticator=DigestAuthenticator("uc-edge", b"0123456789abcdef0123"),
-        credentials=None,
-        flood=FloodGuard(FloodConfig()),
-    )
-    service.install(router)
-    await service.start()
+    hub, service = await call_node(config, calls, TIMERS)
+    port = hub.endpoint.local_addresses["udp"][1]
     try:
         yield Node(port, calls, config, registry, service), trunk_port
     finally:
