@@ -105,8 +105,9 @@ class Settings(BaseSettings):
     rtp_port_max: Port = Field(29999, ge=1024, le=65535)
     # No RTP for this long (while not on hold) ends the call with "media timeout".
     media_timeout_seconds: float = Field(30.0, ge=1, le=3600)
-    # RTP/RTCP port pairs bound at start and reused across calls: call setup skips two socket binds.
-    rtp_socket_pool: int = Field(256, ge=0, le=10000)
+    # RTP/RTCP port pairs bound at start and reused across calls: call setup skips two socket binds. Two
+    # per relayed call (media.plane.DEFAULT_SOCKET_POOL says why 1,024).
+    rtp_socket_pool: int = Field(1024, ge=0, le=10000)
 
     # --- PostgreSQL: one server, one database per domain ---------------------------------------------------
     db_dsn: str = "postgresql://uc_edge:uc_edge@127.0.0.1:5432/postgres"

@@ -29,6 +29,8 @@ from media.portpool import PortPool
 log = logging.getLogger(__name__)
 
 MAX_BIND_ATTEMPTS = 32
+# A pool that runs dry binds on the call path; say so at most this often (loop seconds).
+DRY_WARNING_INTERVAL = 60.0
 
 
 class IdleProtocol(asyncio.DatagramProtocol):
@@ -80,6 +82,8 @@ class SocketPool:
         self.opened = 0
         """Pairs bound since the start (warm-up and on demand): the cost the pool saves shows here."""
         self.closed = False
+        self._warmed = False
+        self._dry_warned_at: float | None = None
 
     @property
     def idle(self) -> int:
@@ -99,6 +103,7 @@ class SocketPool:
                 break
             self._idle.append(pair)
             opened += 1
+        self._warmed = True
         return opened
 
     async def acquire(self) -> SocketPair:
@@ -106,9 +111,25 @@ class SocketPool:
         if self.closed:
             raise MediaError("media plane is closed")
         idle = self._idle
-        pair = idle.popleft() if idle else await self._open()
+        if idle:
+            pair = idle.popleft()
+        else:
+            self._warn_dry()
+            pair = await self._open()
         pair.uses += 1
         return pair
+
+    def _warn_dry(self) -> None:
+        if not self._warmed or self.size == 0:
+            return  # still warming up, or pooling is off on purpose
+        now = asyncio.get_running_loop().time()
+        if self._dry_warned_at is None or now - self._dry_warned_at >= DRY_WARNING_INTERVAL:
+            self._dry_warned_at = now
+            log.warning(
+                "RTP socket pool empty: binding sockets on the call path (%d pairs pooled; raise "
+                "UC_EDGE_RTP_SOCKET_POOL to about twice the calls relayed at once)",
+                self.size,
+            )
 
     def release(self, pair: SocketPair) -> None:
         """Back to the pool (packets still arriving are dropped); closed when enough pairs are idle."""

@@ -55,6 +55,43 @@ def pinned(core: str, command: Sequence[str]) -> list[str]:
     return list(command)
 
 
+SERVICES_DIR = Path(os.environ.get("UC_EDGE_SERVICES_DIR", ROOT / ".services"))
+# The stand-ins `scripts/services up` starts for Kafka and S3 (pid files in SERVICES_DIR): load-side
+# infrastructure of this machine, not the product (production runs Kafka elsewhere).
+STAND_IN_SERVICES = ("kafka", "s3")
+
+
+@contextlib.contextmanager
+def stand_ins_on_load_core() -> Iterator[str]:
+    """Run the Kafka and S3 stand-ins this checkout started on the load core for the duration, so that the
+    server's core is shared with as little besides PostgreSQL as the machine allows (Tansu and SeaweedFS
+    took 5-8 % of it at 300 calls/s, enough to tip the server into a retransmission storm). Every thread
+    is moved (affinity is per thread) and put back afterwards. Only processes named by the pid files of
+    ``scripts/services`` are touched; yields what was done, for the notes."""
+    if (os.cpu_count() or 1) < 2 or not hasattr(os, "sched_setaffinity"):
+        yield "not moved (fewer than 2 cores)"
+        return
+    before: dict[int, set[int]] = {}
+    moved: list[str] = []
+    for name in STAND_IN_SERVICES:
+        try:
+            pid = int((SERVICES_DIR / f"{name}.pid").read_text().strip())
+            threads = [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+        except (OSError, ValueError):
+            continue  # not started by this checkout (or not running): left alone
+        for tid in threads:
+            with contextlib.suppress(OSError):
+                before[tid] = os.sched_getaffinity(tid)
+                os.sched_setaffinity(tid, {int(LOAD_CORE)})
+        moved.append(f"{name} (pid {pid})")
+    try:
+        yield f"{', '.join(moved)} moved to core {LOAD_CORE}" if moved else "none started by scripts/services"
+    finally:
+        for tid, cores in before.items():
+            with contextlib.suppress(OSError):  # a thread that ended meanwhile
+                os.sched_setaffinity(tid, cores)
+
+
 def stop_group(process: subprocess.Popen[Any], grace: float = 10.0) -> None:
     """SIGTERM the process group this suite started, SIGKILL it if it lingers."""
     with contextlib.suppress(ProcessLookupError):

@@ -61,6 +61,7 @@ from bench.suites._sip_load import (
     report_server_errors,
     run_sipp_client,
     sipp_load_command,
+    stand_ins_on_load_core,
     stop_group,
     uc_edge_serve,
 )
@@ -71,7 +72,7 @@ UAS_SCENARIO = PEERS / "cps_uas.xml"
 KAMAILIO_CFG = PEERS / "kamailio-proxy.cfg"
 CALLS_DSN = "postgresql://uc_edge:uc_edge@127.0.0.1:5432/uc_calls"
 TARGET_CPS = 500.0
-DEFAULT_RATES = "50,100,150,200,250,300,400,500,750,1000,1500,2000,3000,4000,6000"
+DEFAULT_RATES = "50,100,150,200,250,300,350,400,450,500,600,750,1000,1500,2000,3000,4000,6000"
 QUICK_RATES = "50,100,200,300,500,750,1000,1500"
 CALLEE = "bench"
 # A step may end 5 % + 2 s after calls/rate + hold: SIPp's start-up, the last call's setup and BYE;
@@ -725,33 +726,45 @@ async def run(ctx: SuiteContext) -> SuiteResult:
     if vacuumed:
         ctx.log(f"PostgreSQL runs without autovacuum: vacuumed {vacuumed} before the steps")
 
-    with sipp_callee(ctx.workdir, "uc-edge") as (_, callee_port):
-        with uc_edge_b2bua(ctx.workdir, callee_port, node_id) as (server, port, http_port):
-            warm = await run_caller(
-                port, WARMUP_RATE, WARMUP_CALLS, hold_ms, f"{run_tag}warm", [server.pid], ctx.workdir
-            )
-            if not warm.complete:
-                raise BenchError(f"uc-edge did not carry the warm-up calls cleanly: {warm.detail[:1500]}")
-            await asyncio.sleep(hold_ms / 1000 + 1.0)
-            idle_cpu = await idle_cpu_percent([server.pid])
-            ctx.log(f"uc-edge idle (no calls, after the warm-up): {idle_cpu:.1f}% of one core")
-            uc_steps = await rate_steps(
-                ctx, "uc-edge", port, rates, step_seconds, hold_ms, [server.pid], run_tag, node_id, http_port
-            )
-            if server.poll() is not None:
-                raise BenchError("uc-edge exited during the run (see its log in the workdir)")
-            rows, settle_lag = await check_call_rows(ctx, node_id, [warm, *uc_steps])
-            events_lag = await wait_for_events(ctx, node_id)
-    report_server_errors(ctx, ctx.workdir / "uc-edge.log")
-
-    kam_steps: list[CallStep] = []
-    if with_kamailio:
-        with sipp_callee(ctx.workdir, "kamailio") as (_, callee_port):
-            with kamailio_proxy(ctx.workdir, callee_port) as (kamailio, kam_port):
-                pids = group_pids(kamailio.pid)
-                kam_steps = await rate_steps(
-                    ctx, "kamailio", kam_port, rates, step_seconds, hold_ms, pids, run_tag
+    # Both servers run with the Kafka and S3 stand-ins off their core (see stand_ins_on_load_core).
+    with stand_ins_on_load_core() as stand_ins:
+        ctx.log(f"Kafka and S3 stand-ins: {stand_ins}")
+        with sipp_callee(ctx.workdir, "uc-edge") as (_, callee_port):
+            with uc_edge_b2bua(ctx.workdir, callee_port, node_id) as (server, port, http_port):
+                warm = await run_caller(
+                    port, WARMUP_RATE, WARMUP_CALLS, hold_ms, f"{run_tag}warm", [server.pid], ctx.workdir
                 )
+                if not warm.complete:
+                    raise BenchError(f"uc-edge did not carry the warm-up calls cleanly: {warm.detail[:1500]}")
+                await asyncio.sleep(hold_ms / 1000 + 1.0)
+                idle_cpu = await idle_cpu_percent([server.pid])
+                ctx.log(f"uc-edge idle (no calls, after the warm-up): {idle_cpu:.1f}% of one core")
+                uc_steps = await rate_steps(
+                    ctx,
+                    "uc-edge",
+                    port,
+                    rates,
+                    step_seconds,
+                    hold_ms,
+                    [server.pid],
+                    run_tag,
+                    node_id,
+                    http_port,
+                )
+                if server.poll() is not None:
+                    raise BenchError("uc-edge exited during the run (see its log in the workdir)")
+                rows, settle_lag = await check_call_rows(ctx, node_id, [warm, *uc_steps])
+                events_lag = await wait_for_events(ctx, node_id)
+        report_server_errors(ctx, ctx.workdir / "uc-edge.log")
+
+        kam_steps: list[CallStep] = []
+        if with_kamailio:
+            with sipp_callee(ctx.workdir, "kamailio") as (_, callee_port):
+                with kamailio_proxy(ctx.workdir, callee_port) as (kamailio, kam_port):
+                    pids = group_pids(kamailio.pid)
+                    kam_steps = await rate_steps(
+                        ctx, "kamailio", kam_port, rates, step_seconds, hold_ms, pids, run_tag
+                    )
 
     best = highest_clean(uc_steps)
     result.figures["cps_clean"] = float(best.rate) if best else 0.0
@@ -815,7 +828,8 @@ async def run(ctx: SuiteContext) -> SuiteResult:
         result.notes.append(f"uc-edge was clean at the highest step offered ({max(rates)}/s).")
     pinned_note = (
         f"uc-edge serve and Kamailio pinned to core {SERVER_CORE}, both SIPp processes (caller and callee) "
-        f"to core {LOAD_CORE} (taskset)"
+        f"to core {LOAD_CORE} (taskset), and so are the Kafka and S3 stand-ins (Tansu, SeaweedFS) when "
+        "scripts/services started them; PostgreSQL is left where the system runs it"
         if (os.cpu_count() or 1) >= 2 and shutil.which("taskset")
         else "not pinned (fewer than 2 cores or no taskset): 'one core' does not hold"
     )

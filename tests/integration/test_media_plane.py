@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import socket
 from collections.abc import AsyncIterator, Callable
 
@@ -361,8 +362,11 @@ async def test_port_exhaustion_is_a_clear_media_error() -> None:
 # --- the pre-opened socket pool ---------------------------------------------------------------------------
 
 
-async def test_pooled_pairs_are_bound_once_and_reused_least_recently_released_first() -> None:
-    pooled = MediaPlane(rtp_port_min=33800, rtp_port_max=33899, rtp_socket_pool=3)
+async def test_pooled_pairs_are_bound_once_and_reused_least_recently_released_first(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    registry = CollectorRegistry()
+    pooled = MediaPlane(rtp_port_min=33800, rtp_port_max=33899, rtp_socket_pool=3, registry=registry)
     try:
         await pooled.start()
         assert pooled.stats()["rtp_pool_idle"] == 3 and pooled.stats()["rtp_pairs_opened"] == 3
@@ -377,9 +381,17 @@ async def test_pooled_pairs_are_bound_once_and_reused_least_recently_released_fi
         assert ports[:2] == sorted({33800, 33802, 33804} - {first.rtp_port})
         assert ports[2] == first.rtp_port
         assert pooled.stats()["rtp_pairs_opened"] == 3  # nothing bound after warm-up
-        # More calls than idle pairs: extra pairs are bound, and closed again beyond the pool size.
-        legs = [await pooled.create_endpoint("many", str(index)) for index in range(5)]
+        assert registry.get_sample_value("uc_media_rtp_pairs_bound_total") == 3
+        assert registry.get_sample_value("uc_media_rtp_pool_idle") == 3
+        # More calls than idle pairs: extra pairs are bound, and closed again beyond the pool size. The
+        # operator is told once (not per bind) that the pool is too small, and the counter shows it.
+        with caplog.at_level(logging.WARNING, logger="media.socketpool"):
+            legs = [await pooled.create_endpoint("many", str(index)) for index in range(5)]
         assert pooled.stats()["rtp_pairs_opened"] == 5
+        assert registry.get_sample_value("uc_media_rtp_pairs_bound_total") == 5
+        assert registry.get_sample_value("uc_media_rtp_pool_idle") == 0
+        dry = [r for r in caplog.records if "RTP socket pool empty" in r.getMessage()]
+        assert len(dry) == 1 and "3 pairs pooled" in dry[0].getMessage()
         for leg in legs:
             await pooled.destroy(leg.endpoint_id)
         assert pooled.stats()["rtp_pool_idle"] == 3
