@@ -11,7 +11,11 @@ A pair that is not in use is attached to :class:`IdleProtocol`, which drops what
 (counted as ``dropped_unroutable``). When a call takes the pair, its endpoint becomes the transports'
 protocol (``BaseTransport.set_protocol``: no extra call per packet) and starts with a fresh latch, so it
 learns its new peer's address afresh. When more pairs are needed than are idle, more are opened on
-demand from the port range; on release a pair beyond ``size`` idle ones is closed and its ports freed.
+demand from the port range. On release a pair is closed (its ports freed) only when ``size`` pairs are
+idle and at least as many are idle as in use: under a load above the pool size the pool grows to what
+the calls hold and keeps it while they last, instead of binding and closing a pair per endpoint (two
+sockets, two transports and their epoll registrations each way); when the load falls it shrinks back
+to ``size``.
 """
 
 from __future__ import annotations
@@ -81,6 +85,7 @@ class SocketPool:
         self._family = socket.AF_INET6 if ":" in bind_address else socket.AF_INET
         self.opened = 0
         """Pairs bound since the start (warm-up and on demand): the cost the pool saves shows here."""
+        self.in_use = 0
         self.closed = False
         self._warmed = False
         self._dry_warned_at: float | None = None
@@ -117,6 +122,7 @@ class SocketPool:
             self._warn_dry()
             pair = await self._open()
         pair.uses += 1
+        self.in_use += 1
         return pair
 
     def _warn_dry(self) -> None:
@@ -126,20 +132,27 @@ class SocketPool:
         if self._dry_warned_at is None or now - self._dry_warned_at >= DRY_WARNING_INTERVAL:
             self._dry_warned_at = now
             log.warning(
-                "RTP socket pool empty: binding sockets on the call path (%d pairs pooled; raise "
-                "UC_EDGE_RTP_SOCKET_POOL to about twice the calls relayed at once)",
+                "RTP socket pool empty: binding sockets on the call path (%d pairs pooled, %d in use; it "
+                "keeps what the load holds, but set UC_EDGE_RTP_SOCKET_POOL to about twice the calls "
+                "relayed at once to bind them at start)",
                 self.size,
+                self.in_use,
             )
 
     def release(self, pair: SocketPair) -> None:
         """Back to the pool (packets still arriving are dropped); closed when enough pairs are idle."""
+        self.in_use -= 1
         idle_protocol = self._idle_protocol
         pair.rtp.set_protocol(idle_protocol)
         pair.rtcp.set_protocol(idle_protocol)
-        if self.closed or len(self._idle) >= self.size:
+        idle = self._idle
+        keep = max(self.size, self.in_use)
+        if self.closed or len(idle) >= keep:
             self._discard(pair)
         else:
-            self._idle.append(pair)
+            idle.append(pair)
+        while len(idle) > keep:  # the load fell: back towards ``size``, the longest idle first
+            self._discard(idle.popleft())
 
     def close(self) -> None:
         self.closed = True

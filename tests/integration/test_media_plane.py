@@ -402,6 +402,27 @@ async def test_pooled_pairs_are_bound_once_and_reused_least_recently_released_fi
     assert pooled.stats()["rtp_pool_idle"] == 0
 
 
+async def test_the_pool_keeps_the_pairs_a_load_above_its_size_holds_and_shrinks_back_after() -> None:
+    pooled = MediaPlane(rtp_port_min=33500, rtp_port_max=33599, rtp_socket_pool=1)
+    try:
+        await pooled.start()
+        legs = [await pooled.create_endpoint("busy", str(index)) for index in range(4)]
+        assert pooled.stats()["rtp_pairs_opened"] == 4  # 1 at start, 3 on demand
+        # Two calls end while two others still hold pairs: the load is above the pool size, so their
+        # pairs are kept for the next calls, which bind nothing.
+        for leg in legs[:2]:
+            await pooled.destroy(leg.endpoint_id)
+        assert pooled.stats()["rtp_pool_idle"] == 2
+        legs[:2] = [await pooled.create_endpoint("busy", f"next{index}") for index in range(2)]
+        assert pooled.stats()["rtp_pairs_opened"] == 4
+        for leg in legs:
+            await pooled.destroy(leg.endpoint_id)
+        assert pooled.stats()["rtp_pool_idle"] == 1  # back to its size once the load is gone
+        assert pooled.stats()["ports_free"] == 50
+    finally:
+        await pooled.close()
+
+
 async def test_a_released_pair_drops_late_packets_and_relatches_for_the_next_call(
     phones: tuple[Phone, Phone],
 ) -> None:
