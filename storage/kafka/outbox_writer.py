@@ -22,18 +22,14 @@ async def write_outbox(conn: asyncpg.Connection, entries: Sequence[OutboxEntry])
     """
     if not entries:
         return
-    await conn.execute(
-        SQL["insert_events"],
-        [e.event_id for e in entries],
-        [e.topic for e in entries],
-        [e.partition_key for e in entries],
-        [e.event_type for e in entries],
-        [_compact_json(e.envelope) for e in entries],
-    )
+    await conn.execute(SQL["insert_events"], _events_json(entries))
 
 
-def _compact_json(envelope: object) -> str:
-    """The envelope as compact JSON text (UTF-8 as is, not \\u-escaped; PostgreSQL parses it into jsonb, so
-    the relay publishes jsonb's own rendering either way). orjson: ~0.4 µs an event where the standard
-    library's C encoder took ~4.4 µs, a dozen times per B2BUA call."""
-    return orjson.dumps(envelope).decode()
+def _events_json(entries: Sequence[OutboxEntry]) -> str:
+    """The ``insert_events`` parameter: compact JSON, UTF-8 as is (not \\u-escaped), one row per event.
+
+    orjson encodes the whole batch in one call (~0.4 µs an event where the standard library's C encoder
+    took ~4.4 µs); PostgreSQL parses each envelope into jsonb, so the relay publishes jsonb's rendering."""
+    return orjson.dumps(
+        [(e.event_id, e.topic, e.partition_key, e.event_type, e.envelope) for e in entries]
+    ).decode()

@@ -12,7 +12,7 @@ from storage.events import DEFAULT_TOPICS, EventTopics, EventType, key_field, ma
 from storage.events.builder import _new_event_id
 from storage.events.catalogue import as_event_type, route_of
 from storage.events.examples import example_payload
-from storage.kafka.outbox_writer import _compact_json
+from storage.kafka.outbox_writer import _events_json
 
 KEY = "3f2c1b0a-9d8e-4f7a-8b6c-5d4e3f2a1b0c"
 
@@ -83,6 +83,5 @@ def test_outbox_rows_carry_plain_strings_and_the_same_json(event_type: EventType
     )
     entry = outbox_entry(event, DEFAULT_TOPICS, validated=True)
     assert type(entry.event_type) is str and type(event["type"]) is str
-    assert _compact_json(entry.envelope) == json.dumps(
-        entry.envelope, separators=(",", ":"), ensure_ascii=False
-    )
+    row = [entry.event_id, entry.topic, entry.partition_key, entry.event_type, entry.envelope]
+    assert _events_json([entry, entry]) == json.dumps([row, row], separators=(",", ":"), ensure_ascii=False)

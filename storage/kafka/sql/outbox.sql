@@ -89,13 +89,14 @@ WHERE id IN (
 );
 
 -- name: insert_events
--- $1 event ids, $2 topics, $3 partition keys, $4 event types, $5 envelopes (JSON text), one element per
--- event, in publication order. Run inside the transaction of the state change the events report; the
--- table's trigger wakes the relays on commit. One statement for all of them (not one per event): a B2BUA
--- call writes a dozen events at a time, and each statement costs a Bind/Execute on the client and an
--- executor start, a trigger firing and a NOTIFY on the server. Ids are drawn in the arrays' order.
+-- $1 a JSON array with one [event_id, topic, partition_key, event_type, envelope] per event, in publication
+-- order. Run inside the transaction of the state change the events report; the table's trigger wakes the
+-- relays on commit. One statement and one parameter for all of them: a B2BUA call writes a dozen events at
+-- a time; a statement per event cost a Bind/Execute on the client and an executor start, a trigger firing
+-- and a NOTIFY on the server, and five parallel arrays (the form before this one) cost the client ~3.5 µs
+-- an event to encode, element by element, where one JSON text costs ~0.8 µs, and the server ~8.4 µs an
+-- event where this takes ~5.4 µs (130 events a statement). Ids are drawn in the array's order.
 INSERT INTO outbox (event_id, topic, partition_key, event_type, envelope)
-SELECT e.event_id, e.topic, e.partition_key, e.event_type, e.envelope::jsonb
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[])
-     WITH ORDINALITY AS e(event_id, topic, partition_key, event_type, envelope, position)
-ORDER BY e.position;
+SELECT (e->>0)::uuid, e->>1, e->>2, e->>3, e->4
+FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS a(e, position)
+ORDER BY a.position;
