@@ -1000,8 +1000,12 @@ class InviteSession:
     # ------------------------------------------------------------------ UAC: CANCEL
 
     def cancel(self, now: float, reason: Reason | None = None) -> None:
-        """CANCEL the pending INVITE (sent once a provisional response has arrived, §9.1)."""
+        """CANCEL the pending INVITE (sent once a provisional response has arrived, §9.1). Once only: a
+        CANCEL sent or waiting for a provisional covers any later reason to cancel (its transaction
+        retransmits it, and a second one would reuse the INVITE's branch)."""
         self._move("send_cancel")
+        if self._cancel_sent or self._cancel_wanted is not None:
+            return
         if self._provisional_seen:
             self._send_cancel(reason, now)
         else:

@@ -386,6 +386,31 @@ def test_cancel_before_any_provisional_waits_for_one() -> None:
     assert alice.state is InviteState.DISCONNECTED
 
 
+def test_a_second_cancel_of_the_same_invite_sends_nothing_more() -> None:
+    # A call cancels a leg for more than one reason at once (the caller's CANCEL, the no-answer timer):
+    # one CANCEL goes out (§9.1: its transaction retransmits it); a second would reuse the INVITE's branch
+    # for a CANCEL transaction that already exists.
+    alice = make_alice()
+    net = Network(alice)
+    alice.send_invite(0.0)
+    net.pump()
+    alice.cancel(0.1)  # before any provisional: wanted, sent on the 180
+    alice.cancel(0.15, reason=Reason("SIP", 408, "no answer"))
+    net.bob.answer(180, 0.2)
+    assert kinds(net.pump()) == ["180/INVITE", "CANCEL", "200/CANCEL", "487/INVITE"]
+
+    alice = make_alice()
+    net = Network(alice)
+    alice.send_invite(0.0)
+    net.pump()
+    net.bob.answer(180, 0.2)
+    net.pump()
+    alice.cancel(3.0)
+    alice.cancel(3.1)
+    assert kinds(net.pump()) == ["CANCEL", "200/CANCEL", "487/INVITE"]
+    assert alice.state is InviteState.DISCONNECTED
+
+
 def test_2xx_crossing_cancel_is_acked_then_byed() -> None:
     alice = make_alice()
     net = Network(alice)
