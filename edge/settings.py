@@ -130,8 +130,9 @@ class Settings(BaseSettings):
     kafka_idempotence: bool = False
     kafka_partitions: int = Field(3, ge=1, le=1024)
     # How long the outbox keeps rows Kafka has acknowledged (history for looking into a publication;
-    # Kafka holds the events). Purged in bounded chunks by the relay.
-    outbox_sent_retention_seconds: float = Field(3600.0, gt=0)
+    # Kafka holds the events): 0 deletes them on acknowledgement; more marks them sent and the relay
+    # purges them in bounded chunks once they are this old.
+    outbox_sent_retention_seconds: float = Field(0.0, ge=0)
 
     # --- S3 -----------------------------------------------------------------------------------------------
     s3_endpoint: str = "http://127.0.0.1:8333"

@@ -87,10 +87,11 @@ class RelayConfig:
     backoff_initial_seconds: float = 0.2
     backoff_max_seconds: float = 30.0
     metrics_interval_seconds: float = 5.0
-    # Sent rows are history only (Kafka holds the events; consumers deduplicate by event_id); None keeps
-    # them forever. An hour is enough to look into a publication; a week at 100 calls/s would be ~700 M
-    # rows of ~1 kB kept in the table every call inserts into.
-    sent_retention_seconds: float | None = 3600.0
+    # Sent rows are history only (Kafka holds the events; consumers deduplicate by event_id). 0 (the
+    # default) deletes a row as soon as Kafka acknowledges it; more keeps it marked sent that long (the
+    # purge deletes it later: a second write of every row, and at 300 calls/s an hour is ~14 M rows of
+    # ~0.6 kB in the table every call inserts into); None keeps them forever.
+    sent_retention_seconds: float | None = 0.0
     purge_interval_seconds: float = 60.0
     # Where the server runs without autovacuum, the relay vacuums its outbox itself this often: every row
     # is inserted, updated when sent and later deleted, and the dead versions left in the unsent-row
@@ -188,6 +189,11 @@ class OutboxRelay:
         self._vacuum_task: asyncio.Task[None] | None = None
         self._purge_task: asyncio.Task[int] | None = None
         self.published_total = 0
+
+    @property
+    def keeps_no_history(self) -> bool:
+        """Acknowledged rows are deleted at once (``sent_retention_seconds == 0``), not marked sent."""
+        return self.config.sent_retention_seconds == 0
 
     # --- running ---------------------------------------------------------------------------------
 
@@ -315,7 +321,7 @@ class OutboxRelay:
             sent = set(sent_ids)
             await self.after_publish([row for row in rows if row.id in sent])
         if sent_ids:
-            await pool.execute(SQL["mark_sent"], sent_ids)
+            await pool.execute(SQL["delete_sent" if self.keeps_no_history else "mark_sent"], sent_ids)
             self._metrics.published.labels(self.config.domain).inc(len(sent_ids))
             self.published_total += len(sent_ids)
         if len(sent_ids) < len(rows):
@@ -461,6 +467,7 @@ class OutboxRelay:
             await self.refresh_metrics()
         if (
             self.config.sent_retention_seconds is not None
+            and not self.keeps_no_history
             and now >= self._next_purge_at
             and self._purge_task is None
         ):
@@ -492,7 +499,7 @@ class OutboxRelay:
         housekeeping goes on with the rest. (One chunk per interval, as before, removed 10,000 rows every
         10 minutes, ~17 a second: far behind a node writing a dozen events per call.)"""
         retention = self.config.sent_retention_seconds
-        if retention is None:
+        if retention is None or self.keeps_no_history:
             return 0
         pool = await self._ensure_pool()
         chunk = self.config.purge_chunk_rows

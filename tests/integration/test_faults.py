@@ -227,6 +227,9 @@ async def test_kafka_hung_then_killed_while_writing_loses_nothing_and_keeps_orde
         registry=registry,
         request_timeout_ms=1500,
         lease_seconds=RELAY_LEASE_SECONDS,
+        # Sent rows stay (marked sent) so that each event's publish attempts can be checked against the
+        # copies Kafka holds.
+        sent_retention_seconds=3600,
     )
     leaked: set[int] = set()
     try:

@@ -125,6 +125,30 @@ async def test_rows_reach_kafka_in_order_per_key_with_headers_and_metrics(
 
     assert registry.get_sample_value("uc_outbox_published_total", {"domain": "test"}) == 500
     assert await relay.refresh_metrics() == (0, 0.0)
+    assert await outbox_rows(dsn) == 0  # by default a row is deleted once Kafka acknowledged it
+
+
+async def test_a_retention_keeps_acknowledged_rows_marked_sent(dsn: str, topics: EventTopics) -> None:
+    await interleaved_call_events(dsn, topics, keys=4, per_key=5)
+    relay = make_relay(dsn, "relay-history", sent_retention_seconds=3600)
+    async with running(relay):
+        await wait_until(unsent_is(dsn, 0), within=30)
+    assert len(await consume(topics.call, expected=20)) == 20
+    conn = await asyncpg.connect(dsn)
+    try:
+        kept = await conn.fetch("SELECT sent_at, claimed_by FROM outbox")
+    finally:
+        await conn.close()
+    assert len(kept) == 20  # younger than the retention: still there, as history
+    assert all(row["sent_at"] is not None and row["claimed_by"] is None for row in kept)
+
+
+async def outbox_rows(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM outbox"))
+    finally:
+        await conn.close()
 
 
 async def test_notify_wakes_an_idle_relay_long_before_its_poll_interval(

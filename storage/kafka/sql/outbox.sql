@@ -62,6 +62,13 @@ UPDATE outbox
 SET sent_at = now(), claimed_by = NULL, claimed_until = NULL, last_error = NULL
 WHERE id = ANY($1::bigint[]) AND sent_at IS NULL;
 
+-- name: delete_sent
+-- $1 ids. The rows Kafka acknowledged, deleted at once when the relay keeps no sent history (the default):
+-- a delete only marks the row dead, where marking it sent wrote a new version of the row (~0.6 kB and an
+-- entry in each index) and the purge deleted it later. A row whose lease ran out and that another relay
+-- published too is gone already; that is fine.
+DELETE FROM outbox WHERE id = ANY($1::bigint[]) AND sent_at IS NULL;
+
 -- name: release_unsent
 -- $1 relay id, $2 ids, $3 error text per id (NULL keeps the previous one), $4 seconds before the rows may
 -- be claimed again (0: at once). A delayed row still blocks the later rows of its key.
