@@ -223,6 +223,7 @@ class SerialQueue:
 @dataclasses.dataclass(eq=False)
 class _Running:
     call: Call
+    call_id_text: str  # str(call.call_id), printed once: the media plane is asked with it per action
     media: SerialQueue
     persist: WriteQueue
     log: dict[str, Any]
@@ -507,10 +508,12 @@ class CallControlService:
                 self._respond(event.transaction, build_response(event.request, 500))
             return
         self.stats.calls_started += 1
-        context = call_context(str(call.call_id), str(call.correlation_id))
+        call_id_text = str(call.call_id)
+        context = call_context(call_id_text, str(call.correlation_id))
         running = _Running(
             call,
-            SerialQueue(self._media_error(call)),
+            call_id_text,
+            SerialQueue(self._media_error(context)),
             # The queue's writer knows the call by id and log context, not by ``running``, which holds the
             # queue: no reference cycle to wait for the garbage collector after the call.
             WriteQueue(functools.partial(self._write, context, call.call_id), self.write_coalesce_seconds),
@@ -671,7 +674,7 @@ class CallControlService:
         with bind_call.of(running.log):
             if isinstance(action, CreateEndpoint):
                 try:
-                    local = await run_media(action, self.media, str(call.call_id))
+                    local = await run_media(action, self.media, running.call_id_text)
                 except Exception as error:
                     reason = str(error)
                     self.stats.media_failures += 1
@@ -685,7 +688,7 @@ class CallControlService:
                 self._by_endpoint[local.endpoint_id] = running
                 self._feed(running, lambda now: call.handle_endpoint(action.leg_id, local, now))
                 return
-            result = await run_media(action, self.media, str(call.call_id))
+            result = await run_media(action, self.media, running.call_id_text)
             if isinstance(action, DestroyEndpoint) and isinstance(result, QualitySnapshot):
                 self._by_endpoint.pop(action.endpoint_id, None)
                 self._report_quality(running, action, result)
@@ -713,9 +716,7 @@ class CallControlService:
         with bind_call.of(context):
             await self._persistence.write(call_id, batch)
 
-    def _media_error(self, call: Call) -> Callable[[BaseException], None]:
-        context = call_context(str(call.call_id), str(call.correlation_id))
-
+    def _media_error(self, context: dict[str, Any]) -> Callable[[BaseException], None]:
         def report(error: BaseException) -> None:
             self.stats.media_failures += 1
             with bind_call.of(context):

@@ -62,11 +62,28 @@ def call_event(
     return build(
         event_type,
         payload=payload,
-        correlation_id=str(call.correlation_id),
+        correlation_id=_text_of(call.correlation_id),
         node_id=node_id,
-        call_id=str(call.call_id),
+        call_id=_text_of(call.call_id),
         occurred_at=occurred_at,
     )
+
+
+# The text of the last few ids printed: a batch builds a call's dozen events one after another from rows
+# that share the same UUID objects, and printing a UUID costs more than building the rest of the envelope's
+# identity. Looked up by identity (no hashing), so a cache miss costs one list scan of a few entries.
+_recent_ids: list[tuple[uuid.UUID, str]] = []
+_RECENT_IDS = 4
+
+
+def _text_of(value: uuid.UUID) -> str:
+    for known, text in _recent_ids:
+        if known is value:
+            return text
+    text = str(value)
+    _recent_ids.insert(0, (value, text))
+    del _recent_ids[_RECENT_IDS:]
+    return text
 
 
 def call_started(call: CallSession) -> dict[str, Any]:
