@@ -52,7 +52,7 @@ _DTMF_TICKER = "dtmf"  # media clock key of the DTMF sender poll
 HOUSEKEEPING_SECONDS = 0.5
 # Pairs bound at start: two per relayed call, so 1,024 cover ~500 calls at once without a bind on the call
 # path (~80 ms to bind at start). 256 covered ~128: at 300 calls/s with 1 s calls the plane bound about
-# one socket per call, and b2bua-cps stalled at 300 calls/s where it now runs 350 clean.
+# one socket per call, and b2bua-cps stalled at 300 calls/s where it now runs 350-400 clean.
 DEFAULT_SOCKET_POOL = 1024
 
 

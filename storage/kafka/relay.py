@@ -94,8 +94,9 @@ class RelayConfig:
     sent_retention_seconds: float | None = 0.0
     purge_interval_seconds: float = 60.0
     # Where the server runs without autovacuum, the relay vacuums its outbox itself this often: every row
-    # is inserted, updated when sent and later deleted, and the dead versions left in the unsent-row
-    # indexes made claims take tens of seconds on a development machine (autovacuum on: never).
+    # is inserted, updated when claimed (and when marked sent, with a retention) and deleted, and the dead
+    # versions left in the unsent-row indexes made claims take tens of seconds on a development machine
+    # (autovacuum on: never).
     vacuum_interval_seconds: float = 600.0
     # One DELETE removes at most purge_chunk_rows (short locks, bounded WAL per statement); a purge round
     # repeats it until a chunk comes back short, up to purge_max_chunks, and then continues at the next

@@ -178,9 +178,15 @@ def without_redeliveries(sequence: list[int]) -> list[int]:
 
 
 async def unsent_count(dsn: str) -> int:
+    return await outbox_count(dsn, unsent_only=True)
+
+
+async def outbox_count(dsn: str, *, unsent_only: bool = False) -> int:
+    """Rows in the outbox: the unsent ones, or all (sent rows stay only with a retention)."""
+    query = "SELECT count(*) FROM outbox" + (" WHERE sent_at IS NULL" if unsent_only else "")
     conn = await asyncpg.connect(dsn)
     try:
-        return int(await conn.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL"))
+        return int(await conn.fetchval(query))
     finally:
         await conn.close()
 

@@ -23,6 +23,7 @@ from tests.integration.test_outbox_helpers import (
     insert_events,
     interleaved_call_events,
     new_key,
+    outbox_count,
     require_services,
     sequences_by_key,
     temp_database,
@@ -125,7 +126,7 @@ async def test_rows_reach_kafka_in_order_per_key_with_headers_and_metrics(
 
     assert registry.get_sample_value("uc_outbox_published_total", {"domain": "test"}) == 500
     assert await relay.refresh_metrics() == (0, 0.0)
-    assert await outbox_rows(dsn) == 0  # by default a row is deleted once Kafka acknowledged it
+    assert await outbox_count(dsn) == 0  # by default a row is deleted once Kafka acknowledged it
 
 
 async def test_a_retention_keeps_acknowledged_rows_marked_sent(dsn: str, topics: EventTopics) -> None:
@@ -141,14 +142,6 @@ async def test_a_retention_keeps_acknowledged_rows_marked_sent(dsn: str, topics:
         await conn.close()
     assert len(kept) == 20  # younger than the retention: still there, as history
     assert all(row["sent_at"] is not None and row["claimed_by"] is None for row in kept)
-
-
-async def outbox_rows(dsn: str) -> int:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return int(await conn.fetchval("SELECT count(*) FROM outbox"))
-    finally:
-        await conn.close()
 
 
 async def test_notify_wakes_an_idle_relay_long_before_its_poll_interval(
