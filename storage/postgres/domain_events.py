@@ -17,6 +17,7 @@ from storage.events import (
     EventTopics,
     EventType,
     OutboxEntry,
+    RecentTexts,
     assemble_event,
     format_timestamp,
     make_event,
@@ -69,21 +70,8 @@ def call_event(
     )
 
 
-# The text of the last few ids printed: a batch builds a call's dozen events one after another from rows
-# that share the same UUID objects, and printing a UUID costs more than building the rest of the envelope's
-# identity. Looked up by identity (no hashing), so a cache miss costs one list scan of a few entries.
-_recent_ids: list[tuple[uuid.UUID, str]] = []
-_RECENT_IDS = 4
-
-
-def _text_of(value: uuid.UUID) -> str:
-    for known, text in _recent_ids:
-        if known is value:
-            return text
-    text = str(value)
-    _recent_ids.insert(0, (value, text))
-    del _recent_ids[_RECENT_IDS:]
-    return text
+# A batch builds a call's dozen events one after another from rows sharing the same UUID objects.
+_text_of = RecentTexts[uuid.UUID](str)
 
 
 def call_started(call: CallSession) -> dict[str, Any]:

@@ -8,10 +8,20 @@ import uuid
 
 import pytest
 
-from storage.events import DEFAULT_TOPICS, EventTopics, EventType, key_field, make_event, outbox_entry
+from storage.events import (
+    DEFAULT_TOPICS,
+    EventTopics,
+    EventType,
+    RecentTexts,
+    format_timestamp,
+    key_field,
+    make_event,
+    outbox_entry,
+)
 from storage.events.builder import _new_event_id
 from storage.events.catalogue import as_event_type, route_of
 from storage.events.examples import example_payload
+from storage.events.validation import EventValidationError
 from storage.kafka.outbox_writer import _events_json
 
 KEY = "3f2c1b0a-9d8e-4f7a-8b6c-5d4e3f2a1b0c"
@@ -85,3 +95,32 @@ def test_outbox_rows_carry_plain_strings_and_the_same_json(event_type: EventType
     assert type(entry.event_type) is str and type(event["type"]) is str
     row = [entry.event_id, entry.topic, entry.partition_key, entry.event_type, entry.envelope]
     assert _events_json([entry, entry]) == json.dumps([row, row], separators=(",", ":"), ensure_ascii=False)
+
+
+def test_recent_texts_render_each_object_once_while_it_is_recent_and_never_confuse_equal_ones() -> None:
+    rendered: list[object] = []
+
+    def render(value: uuid.UUID) -> str:
+        rendered.append(value)
+        return str(value)
+
+    texts = RecentTexts[uuid.UUID](render, size=2)
+    first, second, third = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    asked = [first, first, second, first]
+    assert [texts(value) for value in asked] == [str(value) for value in asked]
+    assert rendered == [first, second]
+    twin = uuid.UUID(str(first))  # equal, not the same object: rendered on its own
+    assert texts(twin) == str(first) and rendered[-1] is twin
+    texts(third)  # the cache holds two: twin and third now
+    assert texts(second) == str(second) and rendered[-1] is second
+
+
+def test_format_timestamp_still_refuses_a_naive_datetime_however_often_it_is_asked() -> None:
+    naive = dt.datetime(2025, 1, 1, 12, 0)
+    for _ in range(2):
+        with pytest.raises(EventValidationError, match="no time zone"):
+            format_timestamp(naive)
+    aware = dt.datetime(2025, 1, 1, 12, 0, 0, 250, tzinfo=dt.UTC)
+    assert format_timestamp(aware) == format_timestamp(aware) == "2025-01-01T12:00:00.000250Z"
+    other_zone = dt.datetime(2025, 1, 1, 13, 0, tzinfo=dt.timezone(dt.timedelta(hours=1)))
+    assert format_timestamp(other_zone) == "2025-01-01T12:00:00Z"
