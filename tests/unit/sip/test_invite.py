@@ -351,14 +351,26 @@ def test_reinvite_rejected_with_488_keeps_the_old_session() -> None:
 # ============================================================================ CANCEL
 
 
-def test_cancel_during_ringing_gets_487() -> None:
+def inviting() -> tuple[InviteSession, Network]:
+    """Alice's INVITE delivered to Bob, who has not answered yet."""
     alice = make_alice()
     net = Network(alice)
     alice.send_invite(0.0)
     net.pump()
+    return alice, net
+
+
+def ringing() -> tuple[InviteSession, Network]:
+    """Alice's INVITE answered 180 by Bob, the events so far read."""
+    alice, net = inviting()
     net.bob.answer(180, 0.2)
     net.pump()
     events(alice)
+    return alice, net
+
+
+def test_cancel_during_ringing_gets_487() -> None:
+    alice, net = ringing()
     alice.end_session(3.0, reason=Reason("SIP", 600, "Busy Everywhere"))
     trace = net.pump()
     assert kinds(trace) == ["CANCEL", "200/CANCEL", "487/INVITE"]
@@ -390,21 +402,13 @@ def test_a_second_cancel_of_the_same_invite_sends_nothing_more() -> None:
     # A call cancels a leg for more than one reason at once (the caller's CANCEL, the no-answer timer):
     # one CANCEL goes out (§9.1: its transaction retransmits it); a second would reuse the INVITE's branch
     # for a CANCEL transaction that already exists.
-    alice = make_alice()
-    net = Network(alice)
-    alice.send_invite(0.0)
-    net.pump()
+    alice, net = inviting()
     alice.cancel(0.1)  # before any provisional: wanted, sent on the 180
     alice.cancel(0.15, reason=Reason("SIP", 408, "no answer"))
     net.bob.answer(180, 0.2)
     assert kinds(net.pump()) == ["180/INVITE", "CANCEL", "200/CANCEL", "487/INVITE"]
 
-    alice = make_alice()
-    net = Network(alice)
-    alice.send_invite(0.0)
-    net.pump()
-    net.bob.answer(180, 0.2)
-    net.pump()
+    alice, net = ringing()
     alice.cancel(3.0)
     alice.cancel(3.1)
     assert kinds(net.pump()) == ["CANCEL", "200/CANCEL", "487/INVITE"]
