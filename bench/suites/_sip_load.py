@@ -65,7 +65,7 @@ STAND_IN_SERVICES = ("kafka", "s3")
 def stand_ins_on_load_core() -> Iterator[str]:
     """Run the Kafka and S3 stand-ins this checkout started on the load core for the duration, so that the
     server's core is shared with as little besides PostgreSQL as the machine allows (Tansu and SeaweedFS
-    took 5-8 % of it at 300 calls/s, enough to tip the server into a retransmission storm). Every thread
+    took 5-8 % of it at 300 calls/s, read from /proc, when the server was near its limit). Every thread
     is moved (affinity is per thread) and put back afterwards. Only processes named by the pid files of
     ``scripts/services`` are touched; yields what was done, for the notes."""
     if (os.cpu_count() or 1) < 2 or not hasattr(os, "sched_setaffinity"):
