@@ -1,13 +1,6 @@
 """The event contract: one envelope for every event, a JSON Schema per type, topic and key routing."""
 
-from storage.events.builder import (
-    OutboxEntry,
-    RecentTexts,
-    assemble_event,
-    format_timestamp,
-    make_event,
-    outbox_entry,
-)
+from storage.events.builder import OutboxEntry, assemble_event, format_timestamp, make_event, outbox_entry
 from storage.events.catalogue import (
     CURRENT_SCHEMA_VERSION,
     DEFAULT_TOPICS,
@@ -24,7 +17,6 @@ __all__ = [
     "EventType",
     "EventValidationError",
     "OutboxEntry",
-    "RecentTexts",
     "assemble_event",
     "format_timestamp",
     "key_field",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from storage.events.catalogue import (
     CURRENT_SCHEMA_VERSION,
@@ -18,45 +18,14 @@ from storage.events.catalogue import (
 )
 from storage.events.validation import EventValidationError, validate_built_event, validate_event
 
-T = TypeVar("T")
 
-
-class RecentTexts(Generic[T]):
-    """``render(value)``, remembered for the last few values by identity (no hashing, no equality).
-
-    Events come in runs built from the same objects: a call's dozen events carry the same call id and
-    correlation id (UUIDs), and those of one message the same timestamp (the call's clock hands out one
-    datetime per instant); printing those costs more than assembling the rest of the envelope. A miss
-    costs a scan of ``size`` entries. The values are kept alive by the cache, so identity cannot be reused
-    by another object while an entry stands."""
-
-    __slots__ = ("_entries", "_render", "_size")
-
-    def __init__(self, render: Callable[[T], str], size: int = 4) -> None:
-        self._render = render
-        self._size = size
-        self._entries: list[tuple[T, str]] = []
-
-    def __call__(self, value: T) -> str:
-        for known, text in self._entries:
-            if known is value:
-                return text
-        text = self._render(value)
-        self._entries.insert(0, (value, text))
-        del self._entries[self._size :]
-        return text
-
-
-def _rfc3339(moment: dt.datetime) -> str:
+def format_timestamp(moment: dt.datetime) -> str:
+    """RFC 3339 in UTC with a ``Z`` suffix (microseconds kept when present)."""
     if moment.tzinfo is None:
         raise EventValidationError(f"timestamp {moment!r} has no time zone; pass an aware datetime")
     if moment.tzinfo is not dt.UTC:  # PostgreSQL and our clocks hand out UTC already
         moment = moment.astimezone(dt.UTC)
     return moment.isoformat().removesuffix("+00:00") + "Z"
-
-
-format_timestamp = RecentTexts(_rfc3339)
-"""RFC 3339 in UTC with a ``Z`` suffix (microseconds kept when present)."""
 
 
 def make_event(

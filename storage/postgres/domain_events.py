@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
 
 from storage.events import (
     DEFAULT_TOPICS,
     EventTopics,
     EventType,
     OutboxEntry,
-    RecentTexts,
     assemble_event,
     format_timestamp,
     make_event,
@@ -70,7 +69,34 @@ def call_event(
     )
 
 
-# A batch builds a call's dozen events one after another from rows sharing the same UUID objects.
+T = TypeVar("T")
+
+
+class RecentTexts(Generic[T]):
+    """``render(value)``, remembered for the last few values by identity (no hashing, no equality).
+
+    A batch builds a call's dozen events one after another from rows that share the same UUID objects
+    (call id, correlation id), and printing a UUID costs more than assembling the rest of the envelope's
+    identity. A miss costs a scan of ``size`` entries. The cache keeps its values alive, so an identity
+    cannot be taken by another object while its entry stands."""
+
+    __slots__ = ("_entries", "_render", "_size")
+
+    def __init__(self, render: Callable[[T], str], size: int = 4) -> None:
+        self._render = render
+        self._size = size
+        self._entries: list[tuple[T, str]] = []
+
+    def __call__(self, value: T) -> str:
+        for known, text in self._entries:
+            if known is value:
+                return text
+        text = self._render(value)
+        self._entries.insert(0, (value, text))
+        del self._entries[self._size :]
+        return text
+
+
 _text_of = RecentTexts[uuid.UUID](str)
 
 

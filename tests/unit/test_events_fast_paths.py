@@ -12,7 +12,6 @@ from storage.events import (
     DEFAULT_TOPICS,
     EventTopics,
     EventType,
-    RecentTexts,
     format_timestamp,
     key_field,
     make_event,
@@ -23,6 +22,7 @@ from storage.events.catalogue import as_event_type, route_of
 from storage.events.examples import example_payload
 from storage.events.validation import EventValidationError
 from storage.kafka.outbox_writer import _events_json
+from storage.postgres.domain_events import RecentTexts
 
 KEY = "3f2c1b0a-9d8e-4f7a-8b6c-5d4e3f2a1b0c"
 
