@@ -98,6 +98,29 @@ SIP_METRICS = (
         "uc_sip_overload_rejections",
         "503 answers because the transaction table was full",
     ),
+    Exported(
+        "endpoint",
+        "invites_shed",
+        "uc_sip_invites_shed",
+        "new INVITEs answered 503 by overload control (SIP messages waited too long to be read)",
+    ),
+    Exported(
+        "overload",
+        "queue_delay",
+        "uc_sip_queue_delay_seconds",
+        "how long a SIP message waits to be read (overload control's probe)",
+        "gauge",
+    ),
+    Exported(
+        "overload",
+        "refused_share",
+        "uc_sip_overload_refused_share",
+        "share of new calls overload control refuses now (0-1)",
+        "gauge",
+    ),
+    Exported(
+        "overload", "probes_lost", "uc_sip_overload_probes_lost", "overload probes that never came back"
+    ),
     Exported("endpoint", "transport_errors", "uc_sip_transport_errors", "messages that could not be sent"),
     Exported(
         "endpoint", "active_transactions", "uc_sip_active_transactions", "SIP transactions alive now", "gauge"

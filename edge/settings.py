@@ -76,6 +76,15 @@ class Settings(BaseSettings):
     flood_ban_action: Literal["drop", "503"] = "drop"
     # Comma-separated source addresses never rate-limited: a Kamailio front, trunks, load generators.
     flood_exempt_sources: str = ""
+    # Overload control (signaling/sip/overload.py): while a SIP message waits longer than the target to be
+    # read, a growing share of new calls is answered 503; from the limit on, every new call. The limit
+    # stays below T1 (500 ms) so that admitted calls are not retransmitted into a storm.
+    overload_control: bool = True
+    overload_target_delay_ms: int = Field(100, ge=1, le=60_000)
+    overload_limit_delay_ms: int = Field(400, ge=2, le=60_000)
+    # Retry-After on those 503s; 0 sends none. An upstream proxy stops sending us ANY request for that
+    # long (RFC 3261 §21.5.4), which turns the shedding of a share into on/off (RFC 7339 §1): off by default.
+    overload_retry_after_seconds: int = Field(0, ge=0, le=3600)
     auth_failures_per_window: int = Field(10, ge=1)
     auth_failure_window_seconds: float = Field(60.0, gt=0)
     registrar_min_expires: int = Field(60, ge=1)
@@ -192,6 +201,8 @@ class Settings(BaseSettings):
             raise ValueError("rtp_port_min must be below rtp_port_max")
         if not self.registrar_min_expires <= self.registrar_default_expires <= self.registrar_max_expires:
             raise ValueError("registrar expiries must satisfy min <= default <= max")
+        if self.overload_target_delay_ms >= self.overload_limit_delay_ms:
+            raise ValueError("overload_target_delay_ms must be below overload_limit_delay_ms")
         return self
 
     @field_validator("sip_trunks")

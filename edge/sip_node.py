@@ -36,6 +36,7 @@ from signaling.sip.digest import DigestAlgorithm, DigestAuthenticator
 from signaling.sip.endpoint import SipEndpoint
 from signaling.sip.events import RequestReceived
 from signaling.sip.message import ParseLimits, Request, Response, build_response
+from signaling.sip.overload import OverloadConfig, OverloadControl
 from signaling.sip.routing import TransportAddress
 from signaling.sip.timers import TimerSettings
 from signaling.transport.application import SipRouter
@@ -236,6 +237,20 @@ def call_control_config(settings: Settings) -> CallControlConfig:
     )
 
 
+def overload_control(settings: Settings) -> OverloadControl | None:
+    s = settings
+    if not s.overload_control:
+        return None
+    return OverloadControl(
+        OverloadConfig(
+            target_delay=s.overload_target_delay_ms / 1000,
+            limit_delay=s.overload_limit_delay_ms / 1000,
+            retry_after=s.overload_retry_after_seconds or None,
+            remember_refused=64 * s.sip_t1_ms / 1000,
+        )
+    )
+
+
 class SipNode:
     def __init__(
         self,
@@ -261,6 +276,7 @@ class SipNode:
             # Completed transactions linger 32 s (Timer J) but keep only their response bytes: 250k of them
             # cover ~3,900 REGISTER/s sustained before the endpoint answers 503.
             max_transactions=250_000,
+            overload=overload_control(s),
         )
         self.flood = FloodGuard(
             FloodConfig(
@@ -330,6 +346,7 @@ class SipNode:
                     **self.endpoint.stats.as_dict(),
                     "active_transactions": self.endpoint.active_transactions,
                 },
+                "overload": self._overload_snapshot,
                 "flood": lambda: {**vars_of(self.flood.stats), "tracked": self.flood.tracked},
                 "digest": lambda: vars_of(self.authenticator.stats),
                 "registrar": lambda: self.registrar_stats,
@@ -338,6 +355,17 @@ class SipNode:
             SIP_METRICS,
         )
         REGISTRY.register(self._collector)
+
+    def _overload_snapshot(self) -> dict[str, float]:
+        control = self.endpoint.overload
+        if control is None:
+            return {}
+        now = self.hub.now()
+        return {
+            "queue_delay": control.delay(now),
+            "refused_share": control.refusal_share(now),
+            "probes_lost": control.probes_lost,
+        }
 
     def install_registrar(self, location: RedisLocationStore, credentials: CredentialCache) -> None:
         """The registrar over ``location`` and ``credentials``, routed for REGISTER and OPTIONS, and the

@@ -133,7 +133,7 @@ def sipp_callee(workdir: Path, label: str) -> Iterator[tuple[subprocess.Popen[st
 
 @contextlib.contextmanager
 def uc_edge_b2bua(
-    workdir: Path, callee_port: int, node_id: str
+    workdir: Path, callee_port: int, node_id: str, overload_control: bool = True
 ) -> Iterator[tuple[subprocess.Popen[str], int, int]]:
     sip_port, http_port = free_port(), free_port()
     trunk = {
@@ -153,6 +153,7 @@ def uc_edge_b2bua(
         "UC_EDGE_LOG_LEVEL": "WARNING",
         "UC_EDGE_LOG_FORMAT": "json",
         "UC_EDGE_NODE_ID": node_id,
+        "UC_EDGE_OVERLOAD_CONTROL": "true" if overload_control else "false",
     }
     with uc_edge_serve(workdir, settings) as process:
         yield process, sip_port, http_port
@@ -186,6 +187,7 @@ class CallStep:
     setup_ms: list[float]  # INVITE sent -> 200 received, one per call SIPp traced
     answered_at: list[float]  # seconds since SIPp started when each 200 arrived
     load_average: float = 0.0
+    refused: int = 0  # calls the server answered 503 (overload control), which SIPp counts as successful
     detail: str = ""
     failures: dict[str, int] = field(default_factory=dict)  # SIPp's non-zero Failed*(C) counters
     message_trouble: dict[str, int] = field(default_factory=dict)  # -trace_counts: retrans/timeout/unexp
@@ -238,7 +240,9 @@ class CallStep:
 
     @property
     def complete(self) -> bool:
-        return self.exit_code == 0 and self.failed == 0 and self.successful == self.calls
+        return (
+            self.exit_code == 0 and self.failed == 0 and self.refused == 0 and self.successful == self.calls
+        )
 
     @property
     def clean(self) -> bool:
@@ -253,6 +257,8 @@ class CallStep:
 
     def why_not_clean(self) -> str:
         """Which of :attr:`clean`'s conditions failed, in words (SIPp's own output when it failed)."""
+        if self.refused and self.exit_code == 0 and self.failed == 0:
+            return f"{self.refused} calls refused with 503 (overload control)"
         if not self.complete:
             return self.detail.strip()[:800] or f"sipp exit {self.exit_code}, {self.failed} failed"
         ideal = self.calls / self.rate + self.hold_seconds
@@ -387,7 +393,8 @@ class OptionsProbe:
 
 
 async def watch_backlog(node_id: str, caller: str, stat: Path, samples: list[int]) -> None:
-    """Every 0.5 s: calls SIPp reports completed (its stat file) minus this caller's ended call rows.
+    """Every 0.5 s: calls SIPp reports completed (its stat file, refused ones not) minus this caller's ended
+    call rows.
 
     Only rows started since the watch began are read (the started_at index): counting over the whole
     table, which every run adds to, took ~30 ms of PostgreSQL twice a second at 70,000 rows — CPU the
@@ -398,7 +405,9 @@ async def watch_backlog(node_id: str, caller: str, stat: Path, samples: list[int
     try:
         while True:
             await asyncio.sleep(0.5)
-            completed = int(last_stat_row(stat).get("SuccessfulCall(C)", 0) or 0)
+            row = last_stat_row(stat)
+            # Calls refused with 503 end "successfully" for SIPp but have no row.
+            completed = int(row.get("SuccessfulCall(C)", 0) or 0) - int(row.get("GenericCounter1(C)", 0) or 0)
             ended = await conn.fetchval(
                 "SELECT count(*) FROM call_sessions WHERE started_at >= $3"
                 " AND node_id = $1 AND from_uri LIKE $2 AND status = 'ended'",
@@ -516,6 +525,7 @@ async def run_caller(
         created=run.counter("TotalCallCreated"),
         successful=run.counter("SuccessfulCall(C)"),
         failed=run.counter("FailedCall(C)"),
+        refused=run.counter("GenericCounter1(C)"),
         retransmissions=run.counter("Retransmissions(C)"),
         exit_code=run.exit_code,
         wall_seconds=run.wall_seconds,
@@ -565,8 +575,10 @@ async def rate_steps(
         results.append(step)
         task.advance()
         ctx.log(
-            f"{label} {rate} calls/s: {step.successful}/{step.calls} ok, {step.failed} failed, "
-            f"{step.retransmissions} retransmissions, achieved {step.achieved_rate:.0f}/s, "
+            f"{label} {rate} calls/s: {step.successful - step.refused}/{step.calls} ok, "
+            f"{step.failed} failed, "
+            + (f"{step.refused} refused (503), " if step.refused else "")
+            + f"{step.retransmissions} retransmissions, achieved {step.achieved_rate:.0f}/s, "
             f"server CPU {step.cpu_percent:.0f}% ({step.cpu_ms_per_call:.2f} ms per call; other processes "
             f"used {step.others_on_core_percent:.0f}% of core {SERVER_CORE}"
             + (
@@ -714,6 +726,7 @@ async def run(ctx: SuiteContext) -> SuiteResult:
     rates = parse_rates(ctx.param("rates", QUICK_RATES if ctx.quick else DEFAULT_RATES))
     hold_ms = ctx.param("hold_ms", 1000)
     with_kamailio = ctx.param("kamailio", True)
+    overload_control = ctx.param("overload_control", True)
     if step_seconds <= 0 or step_seconds > 120:
         raise BenchError("--param step_seconds must be within (0, 120]")
     if hold_ms < 0 or hold_ms > 60_000:
@@ -730,7 +743,8 @@ async def run(ctx: SuiteContext) -> SuiteResult:
     with stand_ins_on_load_core() as stand_ins:
         ctx.log(f"Kafka and S3 stand-ins: {stand_ins}")
         with sipp_callee(ctx.workdir, "uc-edge") as (_, callee_port):
-            with uc_edge_b2bua(ctx.workdir, callee_port, node_id) as (server, port, http_port):
+            b2bua = uc_edge_b2bua(ctx.workdir, callee_port, node_id, overload_control)
+            with b2bua as (server, port, http_port):
                 warm = await run_caller(
                     port, WARMUP_RATE, WARMUP_CALLS, hold_ms, f"{run_tag}warm", [server.pid], ctx.workdir
                 )
@@ -856,7 +870,10 @@ async def run(ctx: SuiteContext) -> SuiteResult:
         "and per-message retransmissions/timeouts/unexpected messages (-trace_counts).",
         "uc-edge: UC_EDGE_CALL_REQUIRE_AUTH=false, UC_EDGE_SIP_TRUNKS=[{name: uas, host: 127.0.0.1, port: "
         "CALLEE, prefixes: [''], inbound_sources: [127.0.0.1]}], UC_EDGE_FLOOD_EXEMPT_SOURCES=127.0.0.1, "
-        f"UC_EDGE_LOG_LEVEL=WARNING, UC_EDGE_NODE_ID={node_id}; the B2BUA anchors media (RTP endpoints "
+        f"UC_EDGE_LOG_LEVEL=WARNING, UC_EDGE_NODE_ID={node_id}, UC_EDGE_OVERLOAD_CONTROL="
+        f"{str(overload_control).lower()} (past its capacity the server answers a share of new INVITEs 503: "
+        "SIPp acknowledges them and counts them in GenericCounter1, reported as 'refused'; a step with "
+        "any is not clean, and its 'achieved' rate is the goodput); the B2BUA anchors media (RTP endpoints "
         "per leg) and writes call_sessions/call_legs/call_routing, call events (outbox) and a CDR per "
         "call to PostgreSQL. Sanity: call_sessions held exactly one ended row per call of every clean "
         "step (the bench rows stay in uc_calls under that node id); call_rows_settled_after = seconds "
@@ -902,5 +919,6 @@ SUITE = Suite(
         "step_seconds": "seconds per rate step (default 10, quick 3)",
         "hold_ms": "call length between ACK and BYE, no RTP (default 1000)",
         "kamailio": "also run the steps through Kamailio (default true)",
+        "overload_control": "uc-edge sheds new calls with 503 when SIP waits too long (default true)",
     },
 )

@@ -20,7 +20,8 @@ What the endpoint does on its own (the RFC's transaction/transport duties, never
 * stamps ``received`` / ``rport`` on the top Via of every request (RFC 3581) and routes responses
   per §18.2.2 (over the connection the request came in on for TCP/TLS/WS);
 * answers statelessly: 400 to requests too broken to parse (when a Via is readable), 503 when the
-  transaction table is full; answers through a transaction: 100 Trying to INVITEs, 483 when
+  transaction table is full, 503 to a share of new INVITEs while the node is overloaded (``overload``);
+  answers through a transaction: 100 Trying to INVITEs, 483 when
   Max-Forwards is 0 (not OPTIONS), 482 for merged requests (§8.2.2.2), 200/481 to CANCEL;
 * passes ACKs for 2xx up to the TU (and stops the 2xx retransmissions of the INVITE they ack);
 * lets the TU answer a new non-INVITE request without a transaction (``stateless_responder``, RFC 3261
@@ -65,6 +66,7 @@ from signaling.sip.message import (
     serialize,
     top_via,
 )
+from signaling.sip.overload import OverloadControl
 from signaling.sip.routing import (
     DEFAULT_PORTS,
     TransportAddress,
@@ -106,6 +108,7 @@ class EndpointStats:
     loops_detected: int = 0
     too_many_hops: int = 0
     overload_rejections: int = 0
+    invites_shed: int = 0
     transport_errors: int = 0
 
     def as_dict(self) -> dict[str, int]:
@@ -132,6 +135,7 @@ class SipEndpoint:
         max_transactions: int = 50_000,
         send_trying: bool = True,
         stateless_responder: StatelessResponder | None = None,
+        overload: OverloadControl | None = None,
     ) -> None:
         self.local_addresses = dict(local_addresses or {})
         self.timers = timers
@@ -143,6 +147,9 @@ class SipEndpoint:
         merged with a live transaction, which the endpoint answers itself): a response it returns is sent
         statelessly. It must only answer what a stateless UAS may (§8.2.7), e.g. a digest challenge, and
         build its To tag from the request alone (the same request must get the same tag)."""
+        self.overload = overload
+        """Asked about every new dialog-creating INVITE: while the node is overloaded it answers a share of
+        them 503 statelessly (``stats.invites_shed``); see signaling/sip/overload.py."""
         self.stats = EndpointStats()
         self._client: dict[TransactionKey, ClientTransaction] = {}
         self._server: dict[TransactionKey, AnyServerTransaction] = {}
@@ -418,6 +425,16 @@ class SipEndpoint:
             if response is not None:
                 self.stats.stateless_responses_sent += 1
                 self.send_stateless(response, destination)
+                return
+
+        overload = self.overload
+        if overload is not None and method == "INVITE" and merge_key is not None:
+            refusal_tag = overload.refusal_tag(key, now)
+            if refusal_tag is not None:
+                self.stats.invites_shed += 1
+                self.stats.stateless_responses_sent += 1
+                refusal = build_response(request, 503, to_tag=refusal_tag, headers=overload.response_headers)
+                self.send_stateless(refusal, destination)
                 return
 
         if len(self._client) + len(self._server) >= self.max_transactions:

@@ -40,6 +40,7 @@ from signaling.sip.events import (
 )
 from signaling.sip.message import Request, Response, SipMessage
 from signaling.sip.routing import TransportAddress
+from signaling.transport.load_probe import LoadProbe
 from signaling.transport.stream import connect_stream, start_stream_server
 from signaling.transport.udp import open_udp_socket
 
@@ -129,6 +130,10 @@ class SipTransportHub:
         # every datagram, and a set lookup is cheaper than parsing the address each time.
         self._literal_hosts: set[str] = set()
         self._udp_family = socket.AF_UNSPEC
+        # Overload control's probe (when the endpoint has an OverloadControl); probe_port is its source
+        # port, -1 without one: the UDP listener compares it first, one int comparison per datagram.
+        self.load_probe: LoadProbe | None = None
+        self.probe_port = -1
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -177,8 +182,13 @@ class SipTransportHub:
             self.tls_address = server.sockets[0].getsockname()[:2]
             self.endpoint.local_addresses.setdefault("tls", (via_host, self.tls_address[1]))
         self._sweeper = loop.call_later(1.0, self._sweep)
+        if self.endpoint.overload is not None:
+            self.load_probe = LoadProbe(self.endpoint.overload, self)
+            await self.load_probe.start()
 
     async def stop(self) -> None:
+        if self.load_probe is not None:
+            self.load_probe.stop()
         if self._timer is not None:
             self._timer.cancel()
         if self._sweeper is not None:

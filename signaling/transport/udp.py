@@ -28,6 +28,9 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         hub = self.hub
+        if addr[1] == hub.probe_port and hub.load_probe is not None and hub.load_probe.is_probe(addr):
+            hub.load_probe.returned(data)  # overload control's probe, not SIP
+            return
         hub.stats.udp_datagrams_in += 1
         source = self._sources.get(addr)
         if source is None:
