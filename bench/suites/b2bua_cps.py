@@ -599,6 +599,31 @@ async def rate_steps(
     return results
 
 
+async def past_capacity_step(
+    ctx: SuiteContext,
+    port: int,
+    rate: int,
+    step_seconds: float,
+    hold_ms: int,
+    server_pids: Sequence[int],
+    run_tag: str,
+    node_id: str,
+    http_port: int,
+) -> CallStep:
+    """One step offered well above the clean rate: what overload control keeps carried and on time."""
+    calls = max(1, int(rate * step_seconds))
+    step = await run_caller(
+        port, rate, calls, hold_ms, f"{run_tag}over", server_pids, ctx.workdir, node_id, http_port
+    )
+    ctx.log(
+        f"uc-edge past capacity, {rate} calls/s offered: carried {step.achieved_rate:.0f}/s "
+        f"({step.successful - step.refused} calls), {step.refused} refused (503), {step.failed} failed, "
+        f"{step.retransmissions} retransmissions, setup p50 {step.setup_percentile(0.5):.0f} ms "
+        f"p99 {step.setup_percentile(0.99):.0f} ms, server CPU {step.cpu_percent:.0f}%; {step.diagnosis()}"
+    )
+    return step
+
+
 async def idle_cpu_percent(pids: Sequence[int]) -> float:
     """The server's CPU % with no calls up (timers, housekeeping, outbox relay), over ``IDLE_SECONDS``."""
     before, started = cpu_seconds(pids), monotonic()
@@ -727,6 +752,7 @@ async def run(ctx: SuiteContext) -> SuiteResult:
     hold_ms = ctx.param("hold_ms", 1000)
     with_kamailio = ctx.param("kamailio", True)
     overload_control = ctx.param("overload_control", True)
+    overload_factor = float(ctx.param("overload_factor", 2.0))
     if step_seconds <= 0 or step_seconds > 120:
         raise BenchError("--param step_seconds must be within (0, 120]")
     if hold_ms < 0 or hold_ms > 60_000:
@@ -765,6 +791,21 @@ async def run(ctx: SuiteContext) -> SuiteResult:
                     node_id,
                     http_port,
                 )
+                overload_step: CallStep | None = None
+                clean_before = highest_clean(uc_steps)
+                if overload_control and overload_factor > 0 and clean_before is not None:
+                    await asyncio.sleep(hold_ms / 1000 + 1.0)
+                    overload_step = await past_capacity_step(
+                        ctx,
+                        port,
+                        round(clean_before.rate * overload_factor),
+                        step_seconds,
+                        hold_ms,
+                        [server.pid],
+                        run_tag,
+                        node_id,
+                        http_port,
+                    )
                 if server.poll() is not None:
                     raise BenchError("uc-edge exited during the run (see its log in the workdir)")
                 rows, settle_lag = await check_call_rows(ctx, node_id, [warm, *uc_steps])
@@ -820,6 +861,44 @@ async def run(ctx: SuiteContext) -> SuiteResult:
         )
         result.lower_is_better.update({"setup_p50_at_clean_rate", "setup_p99_at_clean_rate"})
     add_series(result, "uc-edge", uc_steps)
+    if overload_step is not None:
+        o = overload_step
+        result.figures.update(
+            {
+                "past_capacity_offered": float(o.rate),
+                "past_capacity_carried": o.achieved_rate,
+                "past_capacity_refused": float(o.refused),
+                "past_capacity_failed": float(o.failed),
+                "past_capacity_retransmissions": float(o.retransmissions),
+                "past_capacity_setup_p50": o.setup_percentile(0.5),
+                "past_capacity_setup_p99": o.setup_percentile(0.99),
+            }
+        )
+        result.units.update(
+            {
+                "past_capacity_offered": "calls/s",
+                "past_capacity_carried": "calls/s",
+                "past_capacity_refused": "calls",
+                "past_capacity_failed": "calls",
+                "past_capacity_retransmissions": "messages",
+                "past_capacity_setup_p50": "ms",
+                "past_capacity_setup_p99": "ms",
+            }
+        )
+        result.lower_is_better.update(
+            {
+                "past_capacity_failed",
+                "past_capacity_retransmissions",
+                "past_capacity_setup_p50",
+                "past_capacity_setup_p99",
+            }
+        )
+        result.notes.append(
+            f"Past capacity: one more step at {overload_factor:g}x the highest clean rate. Carried = "
+            "the 200s' rate; with overload control the rest should be refused with 503 at once, not "
+            "retransmitted and carried late (--param overload_control=false skips this step, and its "
+            "first unclean step shows that collapse)."
+        )
     if kam_steps:
         kam_best = highest_clean(kam_steps)
         result.figures["kamailio_cps_clean"] = float(kam_best.rate) if kam_best else 0.0
@@ -920,5 +999,7 @@ SUITE = Suite(
         "hold_ms": "call length between ACK and BYE, no RTP (default 1000)",
         "kamailio": "also run the steps through Kamailio (default true)",
         "overload_control": "uc-edge sheds new calls with 503 when SIP waits too long (default true)",
+        "overload_factor": "with overload control, one more step at this multiple of the highest clean "
+        "rate (default 2; 0 skips it)",
     },
 )
