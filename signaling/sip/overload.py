@@ -148,9 +148,11 @@ class OverloadControl:
     def refusal_share(self, now: float) -> float:
         """The share of new calls refused now: 0 without a standing queue or up to the target, 1 from the
         limit, in proportion between."""
+        if not self.standing(now):  # the usual case, decided without reading the window
+            return 0.0
         config = self.config
         excess = self.delay(now) - config.target_delay
-        if excess <= 0 or not self.standing(now):
+        if excess <= 0:
             return 0.0
         return min(1.0, excess / (config.limit_delay - config.target_delay))
 
