@@ -432,9 +432,7 @@ class SipEndpoint:
             refusal_tag = overload.refusal_tag(key, now)
             if refusal_tag is not None:
                 self.stats.invites_shed += 1
-                self.stats.stateless_responses_sent += 1
-                refusal = build_response(request, 503, to_tag=refusal_tag, headers=overload.response_headers)
-                self.send_stateless(refusal, destination)
+                self._respond_stateless(request, destination, 503, overload.response_headers, refusal_tag)
                 return
 
         if len(self._client) + len(self._server) >= self.max_transactions:
@@ -519,9 +517,10 @@ class SipEndpoint:
         destination: TransportAddress,
         status_code: int,
         headers: tuple[tuple[str, str], ...] = (),
+        to_tag: str | None = None,
     ) -> None:
         self.stats.stateless_responses_sent += 1
-        response = build_response(request, status_code, headers=headers)
+        response = build_response(request, status_code, to_tag=to_tag, headers=headers)
         self.send_stateless(response, destination)
 
 

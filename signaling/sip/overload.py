@@ -132,29 +132,34 @@ class OverloadControl:
         horizon = now - self.config.window
         waits = [wait for at, wait in self._samples if at >= horizon]
         estimate = min(waits) if waits else self._last
-        if self._outstanding:
-            age = now - next(iter(self._outstanding.values()))
-            if age > self.config.window:
-                estimate = max(estimate, age)
-        return estimate
+        age = self._oldest_probe_age(now)
+        return max(estimate, age) if age > self.config.window else estimate
 
     def standing(self, now: float) -> bool:
         """Whether the queue has stood above the target for a whole window (see the module docstring)."""
         window = self.config.window
-        if self._above_since is not None and now - self._above_since >= window:
-            return True
-        return bool(self._outstanding) and now - next(iter(self._outstanding.values())) >= window
+        above_since = self._above_since
+        return (above_since is not None and now - above_since >= window) or self._oldest_probe_age(
+            now
+        ) >= window
 
     def refusal_share(self, now: float) -> float:
         """The share of new calls refused now: 0 without a standing queue or up to the target, 1 from the
         limit, in proportion between."""
         if not self.standing(now):  # the usual case, decided without reading the window
             return 0.0
+        return self._share_at(self.delay(now))
+
+    def _share_at(self, delay: float) -> float:
         config = self.config
-        excess = self.delay(now) - config.target_delay
+        excess = delay - config.target_delay
         if excess <= 0:
             return 0.0
         return min(1.0, excess / (config.limit_delay - config.target_delay))
+
+    def _oldest_probe_age(self, now: float) -> float:
+        outstanding = self._outstanding
+        return now - next(iter(outstanding.values())) if outstanding else 0.0
 
     # ------------------------------------------------------------------ deciding
 
@@ -166,7 +171,8 @@ class OverloadControl:
             if remembered[0] > now:
                 return remembered[1]
             del self._refused[key]
-        share = self.refusal_share(now)
+        delay = self.delay(now) if self.standing(now) else 0.0
+        share = self._share_at(delay)
         episode = self.episode
         if share <= 0.0:
             self._credit = 0.0
@@ -175,7 +181,7 @@ class OverloadControl:
             return None
         if episode is None:
             episode = self.episode = OverloadEpisode(started=now)
-        episode.peak_delay = max(episode.peak_delay, self.delay(now))
+        episode.peak_delay = max(episode.peak_delay, delay)
         if share < 1.0:
             self._credit += 1.0 - share
             if self._credit >= 1.0:

@@ -69,7 +69,7 @@ class LoadProbe:
             self.mode = "datagram"
             self._send()
             try:
-                await asyncio.wait_for(asyncio.shield(self._first), FIRST_PROBE_TIMEOUT)
+                await asyncio.wait_for(self._first, FIRST_PROBE_TIMEOUT)
             except TimeoutError:
                 log.error(
                     "overload probe did not come back; measuring event-loop lateness only",
@@ -77,6 +77,7 @@ class LoadProbe:
                     waited_s=FIRST_PROBE_TIMEOUT,
                 )
                 self._close_socket()
+            self._first = None
         if self._socket is None:
             self.mode = "loop"
         self._schedule()
@@ -98,7 +99,7 @@ class LoadProbe:
             return
         (sequence,) = _SEQUENCE.unpack_from(data, len(PROBE_MAGIC))
         self.control.probe_returned(sequence, self.hub.now())
-        if self._first is not None and not self._first.done():
+        if self._first is not None and not self._first.done():  # start() waits for the first one
             self._first.set_result(None)
 
     # ------------------------------------------------------------------ internals
