@@ -717,17 +717,48 @@ _PLAIN_MESSAGE_TYPES = (Request, Response)  # not subclasses: one could write it
 # --------------------------------------------------------------------------- identifiers
 
 
+class _RandomHex:
+    """Hex digits from the kernel's CSPRNG, read 4 KiB at a time.
+
+    A B2BUA call takes ~10 branches, tags and Call-IDs; one ``os.urandom`` each was a ``getrandom``
+    system call each (py-spy --native at 100 calls/s: 1.7 % of the node's CPU in ``getrandom`` with the
+    event ids). The digits stay cryptographically random (RFC 3261 §19.3 asks that of tags and
+    Call-IDs); a forked child drops the buffer so that it never hands out its parent's digits."""
+
+    _CHUNK = 4096
+
+    def __init__(self) -> None:
+        self._digits = ""
+        self._at = 0
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self._digits, self._at = "", 0
+
+    def take(self, count: int) -> str:
+        at = self._at
+        end = at + count
+        if end > len(self._digits):
+            self._digits, at, end = os.urandom(self._CHUNK).hex(), 0, count
+        self._at = end
+        return self._digits[at:end]
+
+
+random_hex = _RandomHex().take
+"""``random_hex(n)``: ``n`` random hex digits (``n`` ≤ 8,192)."""
+
+
 def new_branch() -> str:
     """A fresh RFC 3261 branch (magic cookie + 64 random bits)."""
-    return BRANCH_MAGIC_COOKIE + os.urandom(8).hex()
+    return BRANCH_MAGIC_COOKIE + random_hex(16)
 
 
 def new_tag() -> str:
-    return os.urandom(6).hex()
+    return random_hex(12)
 
 
 def new_call_id(host: str | None = None) -> str:
-    value = os.urandom(12).hex()
+    value = random_hex(24)
     return f"{value}@{host}" if host else value
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from sipmessage import Parameters, Via
 
@@ -37,6 +39,29 @@ def test_identifiers_are_fresh_and_well_formed() -> None:
     assert len(branches) == 100 and all(b.startswith("z9hG4bK") and len(b) == 23 for b in branches)
     assert len({new_tag() for _ in range(100)}) == 100
     assert new_call_id("edge.example.com").endswith("@edge.example.com")
+
+
+def test_identifiers_stay_fresh_across_refills_of_the_random_buffer() -> None:
+    # 2,000 tags of 12 digits use the 8,192-digit buffer three times over.
+    tags = [new_tag() for _ in range(2000)]
+    assert len(set(tags)) == 2000
+    assert all(len(tag) == 12 and int(tag, 16) >= 0 for tag in tags)
+    call_id = new_call_id()
+    assert len(call_id) == 24 and "@" not in call_id
+
+
+def test_a_forked_child_draws_identifiers_of_its_own() -> None:
+    new_tag()  # the parent's buffer holds digits a child could reuse
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: hand its next tag to the parent and leave at once
+        os.write(write, new_tag().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child_tag = os.read(read, 64).decode()
+    os.close(read)
+    assert len(child_tag) == 12 and child_tag != new_tag()
 
 
 def test_build_request_has_every_mandatory_header_and_round_trips() -> None:
