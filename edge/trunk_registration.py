@@ -194,7 +194,7 @@ class TrunkRegistrations:
         host = self.addresses.transport_host(trunk)
         if host is None:
             return None
-        return dataclasses.replace(configured, host=host)
+        return dataclasses.replace(configured, host=host, server_name=self.addresses.server_name(trunk))
 
     async def _transact(self, client: RegistrationClient, action: SendRegister) -> None:
         destination = self._destination(client, action.destination)

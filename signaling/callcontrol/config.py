@@ -264,12 +264,18 @@ class TrunkAddresses:
         name resolved to (an INVITE moves on to the next when one fails, RFC 3263 §4.3); none while the
         name has no answer yet.
 
-        TLS keeps the name: the connection resolves it asynchronously (``loop.create_connection``, which
-        tries each address in turn when a connect fails) and the server certificate is checked against
-        the name we dial (RFC 5922 §4), which an address would defeat."""
-        if not trunk.host_is_name or trunk.transport == "tls":
+        Over TLS the address is dialled but the server's certificate is still checked against the name
+        (RFC 5922 §4): see :meth:`server_name`."""
+        if not trunk.host_is_name:
             return (trunk.host,)
         return self._addresses.get(trunk.name, ())
+
+    @staticmethod
+    def server_name(trunk: Trunk) -> str | None:
+        """The name a TLS connection to one of ``trunk``'s addresses must find in the server's
+        certificate (and sends as SNI): its configured host name; None for other transports and for a
+        trunk configured by address (the address is then what is checked)."""
+        return trunk.host if trunk.transport == "tls" and trunk.host_is_name else None
 
     def note_failover(self, failover: TrunkFailover) -> None:
         """A call gave up on one address of a trunk for the next: count it, tell the listeners."""

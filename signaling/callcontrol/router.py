@@ -148,8 +148,9 @@ class CallRouter:
             )
         # Every address the name resolved to, in the resolver's order: the first is dialled, the others
         # are tried one after the other when it fails (RFC 3263 §4.3), not rung in parallel.
+        server_name = self.config.trunk_addresses.server_name(trunk)
         flow, *failover = (
-            TransportAddress(trunk.transport, host, trunk.port)  # type: ignore[arg-type]
+            TransportAddress(trunk.transport, host, trunk.port, server_name=server_name)  # type: ignore[arg-type]
             for host in hosts
         )
         return RouteToContacts(

@@ -18,12 +18,18 @@ DEFAULT_PORTS: dict[str, int] = {"udp": 5060, "tcp": 5060, "tls": 5061, "ws": 80
 @dataclasses.dataclass(frozen=True, slots=True)
 class TransportAddress:
     """One end of a SIP hop. ``connection_id`` names the TCP/TLS/WS connection a message came in on
-    (or must go out on); ``None`` for UDP or when any connection to ``host:port`` will do."""
+    (or must go out on); ``None`` for UDP or when any connection to ``host:port`` will do.
+
+    ``server_name``: for TLS to an address that a host name resolved to, the name the server's
+    certificate must be valid for (and the SNI sent), RFC 5922 §4 — dialling the address must not
+    weaken the check to the address. It does not take part in equality: it says how to reach the
+    peer, not which peer it is."""
 
     transport: TransportName
     host: str
     port: int
     connection_id: str | None = None
+    server_name: str | None = dataclasses.field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.transport not in TRANSPORTS:

@@ -63,6 +63,7 @@ class Connection(Protocol):
     connection_id: str
     transport_name: str
     peer: tuple[str, int]
+    server_name: str | None  # TLS we dialled: the name the peer's certificate was checked against
 
     def write_message(self, data: bytes) -> None: ...
 
@@ -368,6 +369,14 @@ class SipTransportHub:
         if connection is None:
             connection_id = self._by_peer.get((destination.transport, destination.host, destination.port))
             connection = self._connections.get(connection_id) if connection_id else None
+            if (
+                connection is not None
+                and destination.server_name is not None
+                and connection.server_name != destination.server_name
+            ):
+                # A flow to this address whose certificate was not checked for the name this request
+                # needs (one the peer opened, or one opened for another name): open one that is.
+                connection = None
         if connection is not None:
             connection.write_message(data)
             self.stats.stream_messages_out += 1

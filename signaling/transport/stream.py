@@ -17,11 +17,14 @@ class StreamConnection(asyncio.Protocol):
     """One TCP/TLS flow. Its ``connection_id`` travels in every ``TransportAddress`` it produces, so
     responses and later requests can go back over it (RFC 3261 §18.2.2, RFC 5626 flows)."""
 
-    def __init__(self, hub: SipTransportHub, transport_name: str) -> None:
+    def __init__(self, hub: SipTransportHub, transport_name: str, server_name: str | None = None) -> None:
         self.hub = hub
         self.transport_name = transport_name
         self.connection_id = hub.next_connection_id(transport_name)
         self.peer: tuple[str, int] = ("", 0)
+        # The name this side checked the server's certificate against (connections it opened over TLS);
+        # None for accepted connections and plain TCP.
+        self.server_name = server_name
         self.framer = StreamFramer(hub.max_stream_message)
         self.transport: asyncio.Transport | None = None
         self.connected = asyncio.get_running_loop().create_future()
@@ -103,14 +106,19 @@ async def connect_stream(hub: SipTransportHub, destination: TransportAddress) ->
     """Open an outgoing TCP/TLS connection (a request to a new peer, or a response whose flow died)."""
     loop = asyncio.get_running_loop()
     context: ssl.SSLContext | None = None
+    server_name: str | None = None
     if destination.transport == "tls":
         context = hub.tls_client_context or ssl.create_default_context()
+        # The certificate is checked against the name (an address a trunk's name resolved to carries
+        # it in server_name), else against the host dialled.
+        server_name = destination.server_name or destination.host
     _transport, protocol = await asyncio.wait_for(
         loop.create_connection(
-            lambda: StreamConnection(hub, destination.transport),
+            lambda: StreamConnection(hub, destination.transport, server_name),
             destination.host,
             destination.port,
             ssl=context,
+            server_hostname=server_name,
         ),
         timeout=hub.message_timeout,
     )

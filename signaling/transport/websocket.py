@@ -35,6 +35,7 @@ class WebSocketConnection:
         self.transport_name = transport_name
         self.connection_id = hub.next_connection_id(transport_name)
         self.peer = peer
+        self.server_name: str | None = None  # always a flow the browser opened
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._writer = asyncio.ensure_future(self._write_loop())
 

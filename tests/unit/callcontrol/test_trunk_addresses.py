@@ -52,23 +52,30 @@ def test_a_resolved_trunk_name_is_the_uri_host_and_its_address_the_destination()
     assert moved.contacts[0].failover == ()
 
 
-@pytest.mark.parametrize(
-    ("trunk", "host"),
-    [
-        (Trunk(name="ip", host="198.51.100.7", prefixes=("00",)), "198.51.100.7"),
-        # TLS dials the name: the certificate is checked against it; the connect resolves it async
-        (
-            Trunk(name="tls", host="sip.carrier.test", transport="tls", port=5061, prefixes=("00",)),
-            "sip.carrier.test",
-        ),
-    ],
-)
-def test_ip_and_tls_trunks_need_no_resolved_address(trunk: Trunk, host: str) -> None:
-    router, _addresses = router_for(trunk)
+def test_an_ip_trunk_needs_no_resolved_address() -> None:
+    router, _addresses = router_for(Trunk(name="ip", host="198.51.100.7", prefixes=("00",)))
     found = route(router, "0049301234")
     assert isinstance(found, RouteToContacts) and found.contacts[0].flow is not None
-    assert found.contacts[0].flow.host == host
-    assert found.contacts[0].failover == ()  # TLS: the connect itself tries each address of the name
+    assert found.contacts[0].flow == TransportAddress("udp", "198.51.100.7", 5060)
+    assert found.contacts[0].flow.server_name is None
+    assert found.contacts[0].failover == ()
+
+
+def test_a_tls_trunk_dials_each_address_of_its_name_and_checks_the_certificate_against_the_name() -> None:
+    trunk = Trunk(name="tls", host="sip.carrier.test", transport="tls", port=5061, prefixes=("00",))
+    router, addresses = router_for(trunk)
+    unresolved = route(router, "0049301234")
+    assert isinstance(unresolved, RouteReject) and unresolved.status == 503  # nothing to dial yet
+    addresses.set("tls", ["203.0.113.5", "203.0.113.6"])
+    found = route(router, "0049301234")
+    assert isinstance(found, RouteToContacts)
+    (contact,) = found.contacts
+    assert contact.uri == "sip:0049301234@sip.carrier.test:5061;transport=tls"  # the name stays the name
+    assert contact.flow == TransportAddress("tls", "203.0.113.5", 5061)
+    assert contact.failover == (TransportAddress("tls", "203.0.113.6", 5061),)
+    # RFC 5922 §4: the address is dialled, the certificate must be valid for the name (and SNI asks for it)
+    assert contact.flow.server_name == "sip.carrier.test"
+    assert [flow.server_name for flow in contact.failover] == ["sip.carrier.test"]
 
 
 def test_a_registering_trunk_accepts_calls_from_the_addresses_its_name_resolves_to() -> None:
