@@ -15,51 +15,31 @@ The responders are a few lines of asyncio here (the SIPp in Debian has no TLS); 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import ssl
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from prometheus_client.registry import CollectorRegistry
 from structlog.testing import capture_logs
 
-from edge.trunk_dns import TrunkDns
-from signaling.callcontrol.config import CallControlConfig, Trunk
+from signaling.callcontrol.config import Trunk
 from signaling.sip.message import Request, build_response, parse_message, serialize
-from signaling.sip.timers import TimerSettings
 from tests.certificates import self_signed_certificate
-from tests.integration.test_trunk_dns import call_node
 from tests.integration.test_trunk_failover import (
+    FIRST,
     NUMBER,
-    RecordingCalls,
-    free_udp_port,
+    SECOND,
+    Node,
+    free_port,
     needs_sipp,  # noqa: F401  (autouse: skipped without sipp)
+    node_with_trunk,
     start_peer,
     stop_peer,
 )
 
-TIMERS = TimerSettings(t1=0.05, t2=0.4)
-FIRST, SECOND = "127.0.0.2", "127.0.0.3"
 NAME = "carrier.test"
-
-
-def free_tcp_port(hosts: Sequence[str]) -> int:
-    """A TCP port free on every one of ``hosts`` (the trunk has one port for all its addresses)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind((hosts[0], 0))
-            port = int(probe.getsockname()[1])
-            try:
-                with contextlib.ExitStack() as stack:
-                    for host in hosts[1:]:
-                        stack.enter_context(socket.socket()).bind((host, port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
 
 
 @dataclass
@@ -148,9 +128,11 @@ class Scenario:
 
 
 @pytest.fixture
-async def tls_trunk(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[tuple[Scenario, object]]:
+async def tls_trunk(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[Scenario, Node, int]]:
     first: str = request.param
-    port = free_tcp_port([FIRST, SECOND])
+    port = free_port([FIRST, SECOND], socket.SOCK_STREAM)
     good_cert, good_key = certificate_for(tmp_path / "good", NAME)
     scenario = Scenario(first)
     servers = [await start_responder(scenario.answering, SECOND, port, server_context(good_cert, good_key))]
@@ -169,26 +151,11 @@ async def tls_trunk(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIter
         )
 
     trunk = Trunk(name="carrier", host=NAME, port=port, transport="tls", prefixes=("00",))
-    config = CallControlConfig(
-        local_domains=frozenset({"uc-edge.local", "127.0.0.1"}), trunks=(trunk,), require_auth=False
-    )
-
-    async def resolve(host: str, resolve_port: int, transport: str) -> Sequence[str]:
-        assert (host, resolve_port, transport) == (NAME, port, "tls")
-        return [FIRST, SECOND]
-
-    registry = CollectorRegistry()
-    dns = TrunkDns(config.trunks, config.trunk_addresses, resolver=resolve, registry=registry)
-    await dns.start()
-    calls = RecordingCalls()
-    hub, service = await call_node(config, calls, TIMERS)
-    hub.tls_client_context = client_context
     try:
-        yield scenario, (hub, service, calls, registry, port)
+        async with node_with_trunk(trunk, [FIRST, SECOND]) as (node, hub):
+            hub.tls_client_context = client_context
+            yield scenario, node, port
     finally:
-        await service.stop()
-        await hub.stop()
-        await dns.stop()
         for server in servers:
             server.close()
             await server.wait_closed()
@@ -196,14 +163,14 @@ async def tls_trunk(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIter
 
 @pytest.mark.parametrize("tls_trunk", ["nothing", "503", "wrong-name"], indirect=True)
 async def test_a_tls_trunk_call_fails_over_to_the_next_address_and_checks_the_name_on_each(
-    tls_trunk: tuple[Scenario, object], tmp_path: Path
+    tls_trunk: tuple[Scenario, Node, int], tmp_path: Path
 ) -> None:
-    scenario, (hub, service, calls, registry, port) = tls_trunk  # type: ignore[misc]
-    node_port = hub.endpoint.local_addresses["udp"][1]
+    scenario, node, port = tls_trunk
+    node_port, calls, registry = node.port, node.calls, node.registry
     with capture_logs() as logs:
         client = await start_peer(
             "-sn", "uac", f"127.0.0.1:{node_port}", "-s", NUMBER, "-i", "127.0.0.1",
-            "-p", str(free_udp_port(["127.0.0.1"])), "-m", "1", "-timeout", "30",
+            "-p", str(free_port(["127.0.0.1"])), "-m", "1", "-timeout", "30",
             cwd=tmp_path,
         )  # fmt: skip
         try:
@@ -211,7 +178,7 @@ async def test_a_tls_trunk_call_fails_over_to_the_next_address_and_checks_the_na
         finally:
             await stop_peer(client)
         assert client.returncode == 0, output.decode(errors="replace")[-3000:]
-        await service.idle()
+        await node.service.idle()
 
     answering = scenario.answering
     assert answering.methods == ["INVITE", "ACK", "BYE"]

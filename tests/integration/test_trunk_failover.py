@@ -30,6 +30,7 @@ from edge.trunk_dns import TrunkDns
 from signaling.callcontrol.config import CallControlConfig, Trunk
 from signaling.callcontrol.service import CallControlService
 from signaling.sip.timers import TimerSettings
+from signaling.transport.hub import SipTransportHub
 from storage.memory.sql_domains import MemoryCallRepository
 from storage.ports import CallSession, NewCall
 from tests.integration.test_trunk_dns import call_node
@@ -79,16 +80,17 @@ class Node:
     service: CallControlService
 
 
-def free_udp_port(hosts: Sequence[str]) -> int:
-    """A UDP port free on every one of ``hosts`` (the trunk has one port for all its addresses)."""
+def free_port(hosts: Sequence[str], kind: socket.SocketKind = socket.SOCK_DGRAM) -> int:
+    """A UDP (or ``kind``) port free on every one of ``hosts`` (a trunk has one port for all its
+    addresses)."""
     for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        with socket.socket(socket.AF_INET, kind) as probe:
             probe.bind((hosts[0], 0))
             port = int(probe.getsockname()[1])
             try:
                 with contextlib.ExitStack() as stack:
                     for host in hosts[1:]:
-                        other = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+                        other = stack.enter_context(socket.socket(socket.AF_INET, kind))
                         other.bind((host, port))
             except OSError:
                 continue
@@ -118,17 +120,19 @@ async def stop_peer(process: asyncio.subprocess.Process) -> None:
         await asyncio.wait_for(process.wait(), 5)
 
 
-@pytest.fixture
-async def node() -> AsyncIterator[tuple[Node, int]]:
-    trunk_port = free_udp_port([FIRST, SECOND])
-    trunk = Trunk(name="carrier", host="carrier.test", port=trunk_port, prefixes=("00",))
+@contextlib.asynccontextmanager
+async def node_with_trunk(
+    trunk: Trunk, addresses: Sequence[str]
+) -> AsyncIterator[tuple[Node, SipTransportHub]]:
+    """Call control on a loopback UDP hub with ``trunk``, whose host name resolves to ``addresses`` (the
+    fake resolver checks it is asked for the trunk's name, port and transport)."""
     config = CallControlConfig(
         local_domains=frozenset({"uc-edge.local", "127.0.0.1"}), trunks=(trunk,), require_auth=False
     )
 
     async def resolve(host: str, port: int, transport: str) -> Sequence[str]:
-        assert (host, port, transport) == ("carrier.test", trunk_port, "udp")
-        return [FIRST, SECOND]
+        assert (host, port, transport) == (trunk.host, trunk.port, trunk.transport)
+        return list(addresses)
 
     registry = CollectorRegistry()
     dns = TrunkDns(config.trunks, config.trunk_addresses, resolver=resolve, registry=registry)
@@ -137,11 +141,19 @@ async def node() -> AsyncIterator[tuple[Node, int]]:
     hub, service = await call_node(config, calls, TIMERS)
     port = hub.endpoint.local_addresses["udp"][1]
     try:
-        yield Node(port, calls, config, registry, service), trunk_port
+        yield Node(port, calls, config, registry, service), hub
     finally:
         await service.stop()
         await hub.stop()
         await dns.stop()
+
+
+@pytest.fixture
+async def node() -> AsyncIterator[tuple[Node, int]]:
+    trunk_port = free_port([FIRST, SECOND])
+    trunk = Trunk(name="carrier", host="carrier.test", port=trunk_port, prefixes=("00",))
+    async with node_with_trunk(trunk, [FIRST, SECOND]) as (running, _hub):
+        yield running, trunk_port
 
 
 async def call_through(node: Node, trunk_port: int, workdir: Path, first_answers_503: bool) -> None:
@@ -169,7 +181,7 @@ async def call_through(node: Node, trunk_port: int, workdir: Path, first_answers
             "-i",
             "127.0.0.1",
             "-p",
-            str(free_udp_port(["127.0.0.1"])),
+            str(free_port(["127.0.0.1"])),
             "-m",
             "1",
             "-timeout",
