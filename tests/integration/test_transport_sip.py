@@ -243,6 +243,46 @@ async def test_hub_to_hub_requests_over_udp_and_tcp(hub: SipTransportHub) -> Non
         await client.stop()
 
 
+async def test_a_tls_flow_is_reused_only_for_the_name_its_certificate_was_checked_against(
+    tmp_path: Path,
+) -> None:
+    """RFC 5922 §4 with failover: requests to an address on behalf of a name (``server_name``) need a
+    connection whose certificate was checked for that name; requests that name no server (responses,
+    in-dialog requests to a Contact) take any flow to the address."""
+    cert, key = self_signed_certificate(tmp_path, "edge.test", dns_name="edge.test")
+    server = SipTransportHub(SipEndpoint(), application=SipRouter())
+    await server.start(HOST, udp_port=None, tcp_port=None, tls_port=0, certfile=str(cert), keyfile=str(key))
+    client = SipTransportHub(
+        SipEndpoint(timers=TimerSettings(t1=0.05)),
+        application=SipRouter(),
+        tls_client_context=ssl.create_default_context(cafile=str(cert)),
+    )
+    await client.start(HOST, udp_port=0, tcp_port=None)
+    client.endpoint.local_addresses["tls"] = (HOST, 5061)  # for its Via: it listens on no TLS port
+    assert server.tls_address is not None
+    port = server.tls_address[1]
+
+    async def ask(server_name: str | None) -> Response:
+        request = outgoing_options("TLS", port)
+        request.headers.remove("Via")
+        destination = TransportAddress("tls", HOST, port, server_name=server_name)
+        return await asyncio.wait_for(client.request(request, destination), 5.0)
+
+    try:
+        assert (await ask("edge.test")).code == 200  # dialled by address, checked against the name
+        assert (await ask("edge.test")).code == 200
+        assert (await ask(None)).code == 200  # any flow to the address will do
+        assert client.stats.connections_opened == 1
+        # Another name: the flow checked for edge.test is not taken, and a new one fails the check.
+        with pytest.raises(ConnectionError):
+            await ask("other.test")
+        assert client.stats.connections_opened == 1
+        assert server.stats.connections_opened == 1
+    finally:
+        await client.stop()
+        await server.stop()
+
+
 async def test_hub_request_times_out_or_fails_cleanly() -> None:
     client = SipTransportHub(SipEndpoint(timers=TimerSettings(t1=0.01)), application=SipRouter())
     await client.start(HOST, udp_port=0, tcp_port=None)
