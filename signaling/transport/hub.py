@@ -130,6 +130,9 @@ class SipTransportHub:
         # UDP destination hosts already seen to be IP literals (cleared when full): the check runs for
         # every datagram, and a set lookup is cheaper than parsing the address each time.
         self._literal_hosts: set[str] = set()
+        # Per destination that could not be connected to: when it was last logged and how many failures
+        # went unlogged since (a dead TLS trunk fails every call's INVITE; one line per 10 s says so).
+        self._connect_failures: dict[tuple[str, str, int, str | None], tuple[float, int]] = {}
         self._udp_family = socket.AF_UNSPEC
         # Overload control's probe (when the endpoint has an OverloadControl); probe_port is its source
         # port, -1 without one: the UDP listener compares it first, one int comparison per datagram.
@@ -390,6 +393,7 @@ class SipTransportHub:
         try:
             connection = await connect_stream(self, destination)
         except (OSError, ssl.SSLError) as error:
+            self._log_connect_failure(destination, error)
             self._fail(destination, f"connect failed: {error}")
             return
         connection.write_message(data)
@@ -422,6 +426,29 @@ class SipTransportHub:
             return
         self.stats.udp_datagrams_out += 1
 
+    def _log_connect_failure(self, destination: TransportAddress, error: BaseException) -> None:
+        """Say why a TCP/TLS peer cannot be reached (refused, timed out, a certificate not valid for the
+        name): the transaction only learns "transport error". At most one line per destination every
+        ``CONNECT_FAILURE_LOG_SECONDS``, counting the failures in between; the table is bounded."""
+        key = (destination.transport, destination.host, destination.port, destination.server_name)
+        now = self.now()
+        last, unlogged = self._connect_failures.get(key, (-CONNECT_FAILURE_LOG_SECONDS, 0))
+        if now - last < CONNECT_FAILURE_LOG_SECONDS:
+            self._connect_failures[key] = (last, unlogged + 1)
+            return
+        if key not in self._connect_failures and len(self._connect_failures) >= _CONNECT_FAILURES_SIZE:
+            self._connect_failures.clear()
+        self._connect_failures[key] = (now, 0)
+        log.warning(
+            "SIP connection failed: %s %s:%s%s: %s%s",
+            destination.transport.upper(),
+            destination.host,
+            destination.port,
+            f" (certificate checked for {destination.server_name})" if destination.server_name else "",
+            str(error) or type(error).__name__,
+            f" ({unlogged} more failures since the last report)" if unlogged else "",
+        )
+
     def _fail(self, destination: TransportAddress, reason: str) -> None:
         self.stats.send_failures += 1
         self.endpoint.transport_error(destination, reason, self.now())
@@ -449,6 +476,10 @@ class SipTransportHub:
 
 
 _LITERAL_HOSTS_SIZE = 4096
+# A destination that keeps failing to connect is logged once per this many seconds; at most this many
+# destinations are remembered for it.
+CONNECT_FAILURE_LOG_SECONDS = 10.0
+_CONNECT_FAILURES_SIZE = 1024
 
 
 def _is_ip_literal(host: str) -> bool:
