@@ -1,7 +1,10 @@
 """A shared aiokafka producer for the outbox relays: started lazily, restarted after it fails.
 
-Sends are pipelined (``send()`` enqueues, the futures are awaited afterwards, in order): one
-``send_and_wait`` at a time runs at ~160 msg/s on Tansu.
+A relay batch goes out as one record batch per partition (``create_batch``/``send_batch``), each message
+placed by the producer's own partitioner, so keys keep their partitions and their order. One
+``send()`` per message cost ~22 µs of CPU here (a coroutine, a future, a metadata check and a partition
+lookup each), the record batches ~13 µs per message: with ~13 events a call, ~0.1 ms of a B2BUA call's
+~4.4 ms. (One ``send_and_wait`` at a time ran at ~160 msg/s on Tansu.)
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from aiokafka.errors import (
     RecordTooLargeError,
 )
 from aiokafka.partitioner import murmur2
+from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +84,46 @@ class OutboundMessage:
     headers: tuple[tuple[str, bytes], ...]
 
 
+class _Batch:
+    """One partition's record batch being filled: which messages it holds, then its delivery future."""
+
+    __slots__ = ("batch", "error", "future", "members", "where")
+
+    def __init__(self, where: tuple[str, int], batch: BatchBuilder) -> None:
+        self.where = where
+        self.batch = batch
+        self.members: list[int] = []
+        self.future: asyncio.Future[object] | None = None
+        self.error: BaseException | None = None  # the producer refused the batch itself
+
+    def add(self, index: int, message: OutboundMessage, headers: list[tuple[str, bytes]]) -> bool:
+        """False when the batch is full (``message`` not added)."""
+        if self.batch.append(key=message.key, value=message.value, timestamp=None, headers=headers) is None:
+            return False
+        self.members.append(index)
+        return True
+
+    async def send(self, producer: AIOKafkaProducer) -> _Batch:
+        """Hand the batch to the producer. A broker out of reach raises (the caller stops there); any
+        other refusal becomes the outcome of every message in it."""
+        try:
+            self.future = await producer.send_batch(self.batch, self.where[0], partition=self.where[1])
+        except (KafkaError, OSError):
+            raise
+        except Exception as exc:
+            self.error = exc
+        return self
+
+    async def outcome(self) -> BaseException | None:
+        if self.future is None:
+            return self.error
+        try:
+            await self.future
+        except (KafkaError, OSError) as exc:
+            return exc
+        return None
+
+
 @dataclass(frozen=True)
 class ProducerSettings:
     bootstrap_servers: str
@@ -97,6 +142,8 @@ class KafkaPublisher:
         self.settings = settings
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
+        # The producer's partitioner: the batches place each key where a plain send() would.
+        self._partitioner = MemoizedKeyPartitioner()
 
     async def _started(self) -> AIOKafkaProducer:
         async with self._lock:
@@ -113,7 +160,7 @@ class KafkaPublisher:
                     compression_type=s.compression_type,
                     request_timeout_ms=s.request_timeout_ms,
                     # Same placement as aiokafka's default, so keys keep their partitions across versions.
-                    partitioner=MemoizedKeyPartitioner(),
+                    partitioner=self._partitioner,
                 )
                 try:
                     await producer.start()
@@ -124,46 +171,67 @@ class KafkaPublisher:
             return self._producer
 
     async def send_in_order(self, messages: Sequence[OutboundMessage]) -> list[BaseException | None]:
-        """Publish ``messages`` pipelined; one outcome per message (``None`` = acknowledged).
+        """Publish ``messages``; one outcome per message (``None`` = acknowledged).
 
-        A message the broker or client rejects for itself (too large, bad topic name) fails its key: later
-        messages of that key are not sent, so nothing overtakes it. A broker that cannot be reached stops
-        the whole batch (each further send would only wait for the same timeout).
+        Messages go into one record batch per partition, in their order, and a full batch is handed to the
+        producer before the next is started, so each key's messages reach its partition in order. A message
+        the client rejects for itself (larger than ``max_request_size``, a bad topic name) fails its key:
+        later messages of that key are not sent, so nothing overtakes it. A broker that cannot be reached
+        stops the whole batch (each further send would only wait for the same timeout).
         """
         producer = await self._started()
-        pending: list[asyncio.Future[object] | BaseException] = []
+        outcomes: list[BaseException | None] = [None] * len(messages)
         failed_keys: dict[bytes, BaseException] = {}
-        unreachable: BaseException | None = None
-        for message in messages:
-            if unreachable is not None:
-                pending.append(unreachable)
-                continue
-            if message.key in failed_keys:
-                pending.append(NotAttempted(f"an earlier message of key {message.key!r} failed"))
-                continue
-            try:
-                pending.append(
-                    await producer.send(
-                        message.topic, value=message.value, key=message.key, headers=list(message.headers)
-                    )
-                )
-            except MESSAGE_REJECTIONS as exc:
-                failed_keys[message.key] = exc
-                pending.append(exc)
-            except (KafkaError, OSError) as exc:
-                unreachable = exc
-                pending.append(exc)
-        outcomes: list[BaseException | None] = []
-        for item in pending:
-            if isinstance(item, BaseException):
-                outcomes.append(item)
-                continue
-            try:
-                await item
-                outcomes.append(None)
-            except (KafkaError, OSError) as exc:
-                outcomes.append(exc)
+        filling: dict[tuple[str, int], _Batch] = {}
+        handed: list[_Batch] = []
+        partitions: dict[str, list[int]] = {}
+        try:
+            for index, message in enumerate(messages):
+                if message.key in failed_keys:
+                    outcomes[index] = NotAttempted(f"an earlier message of key {message.key!r} failed")
+                    continue
+                try:
+                    topic = message.topic
+                    known = partitions.get(topic)
+                    if known is None:
+                        known = partitions[topic] = sorted(await producer.partitions_for(topic))
+                    headers = list(message.headers)
+                    self._check_size(message, headers)
+                    where = (topic, self._partitioner(message.key, known, known))
+                    batch = filling.get(where)
+                    if batch is None or not batch.add(index, message, headers):
+                        if batch is not None:  # full: it goes first, in order
+                            handed.append(await batch.send(producer))
+                            del filling[where]
+                        batch = _Batch(where, producer.create_batch())
+                        if not batch.add(index, message, headers):
+                            raise MessageSizeTooLargeError("the message is larger than a record batch holds")
+                        filling[where] = batch
+                except MESSAGE_REJECTIONS as exc:
+                    failed_keys[message.key] = exc
+                    outcomes[index] = exc
+            for batch in filling.values():
+                handed.append(await batch.send(producer))
+        except (KafkaError, OSError) as exc:  # unreachable: what was not handed over fails with it
+            sent = {index for batch in handed for index in batch.members}
+            for index in range(len(messages)):
+                if index not in sent and outcomes[index] is None:
+                    outcomes[index] = exc
+        for batch in handed:
+            error = await batch.outcome()
+            if error is not None:
+                for index in batch.members:
+                    outcomes[index] = error
         return outcomes
+
+    def _check_size(self, message: OutboundMessage, headers: list[tuple[str, bytes]]) -> None:
+        """What ``send()`` checks for itself: a message larger than a request can carry."""
+        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(message.key, message.value, headers)
+        if size > self.settings.max_request_size:
+            raise MessageSizeTooLargeError(
+                f"the message is {size} bytes when serialized, "
+                f"more than max_request_size ({self.settings.max_request_size})"
+            )
 
     async def reset(self) -> None:
         """Drop the producer (after errors); the next send starts a fresh one."""

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
 import pytest
 import structlog.testing
+from aiokafka.errors import MessageSizeTooLargeError
 from prometheus_client import CollectorRegistry
 
 from storage.events import EventTopics, EventType, validate_event
 from storage.kafka.metrics import RelayMetrics
-from storage.kafka.publisher import KafkaPublisher, OutboundMessage, ProducerSettings, PublisherUnavailable
+from storage.kafka.publisher import (
+    KafkaPublisher,
+    NotAttempted,
+    OutboundMessage,
+    ProducerSettings,
+    PublisherUnavailable,
+)
 from storage.kafka.relay import ClaimedRow, OutboxRelay, RelayConfig, run_outbox_relays
 from tests.integration.test_outbox_helpers import (
     KAFKA,
@@ -379,6 +387,43 @@ async def test_idempotent_producer_refused_by_the_broker_says_how_to_fix_it() ->
         assert outcome == [None]
     finally:
         await publisher.close()
+
+
+async def test_a_publish_spanning_many_record_batches_keeps_each_keys_order(topics: EventTopics) -> None:
+    """The publisher fills one record batch per partition and hands a full one over before starting the
+    next: with batches of ~3 messages, 3 keys of 20 messages go out as dozens of batches, and every key's
+    messages arrive in order, each acknowledged once. A message too large for a request fails alone, with
+    only the later messages of its key held back."""
+    publisher = KafkaPublisher(
+        ProducerSettings(
+            bootstrap_servers=KAFKA, request_timeout_ms=5000, max_batch_size=1024, max_request_size=4096
+        )
+    )
+    keys = [new_key() for _ in range(3)]
+    messages = [
+        OutboundMessage(topics.call, key.encode(), json.dumps({"seq": seq, "pad": "x" * 200}).encode(), ())
+        for seq in range(20)
+        for key in keys
+    ]
+    big = len(messages)
+    messages += [
+        OutboundMessage(topics.call, keys[0].encode(), b"x" * 5000, ()),  # over max_request_size
+        OutboundMessage(topics.call, keys[0].encode(), b"{}", ()),  # held back behind it
+        OutboundMessage(topics.call, keys[1].encode(), json.dumps({"seq": 20}).encode(), ()),
+    ]
+    try:
+        outcomes = await publisher.send_in_order(messages)
+    finally:
+        await publisher.close()
+    assert outcomes[:big] == [None] * big
+    assert isinstance(outcomes[big], MessageSizeTooLargeError)
+    assert isinstance(outcomes[big + 1], NotAttempted)
+    assert outcomes[big + 2] is None
+    received = await consume(topics.call, expected=big + 1, settle=0.5)
+    order: dict[str, list[int]] = {}
+    for message in sorted(received, key=lambda m: (m.partition, m.offset)):
+        order.setdefault(message.key, []).append(message.value["seq"])
+    assert order == {keys[0]: list(range(20)), keys[1]: list(range(21)), keys[2]: list(range(20))}
 
 
 async def last_vacuum(dsn: str) -> object:
