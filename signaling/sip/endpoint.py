@@ -156,6 +156,12 @@ class SipEndpoint:
         self._merge_index: dict[_MergeKey, TransactionKey] = {}
         self._merge_key_of: dict[TransactionKey, _MergeKey] = {}
         self._accepted: dict[_AckKey, TransactionKey] = {}
+        # The live transactions by where they send (transport, host, port) and by the connection they
+        # send over: a transport error ends those at once. Scanning every transaction instead cost ~9 ms
+        # at 50,000 of them, for each failed connect: a dead TCP/TLS trunk address under load would have
+        # taken the whole core. Dicts as ordered sets: transactions are told in the order they started.
+        self._by_target: dict[tuple[str, str, int], dict[TransactionKey, None]] = {}
+        self._by_connection: dict[str, dict[TransactionKey, None]] = {}
         self._events: collections.deque[Event] = collections.deque()
         self._outgoing: list[tuple[bytes, TransportAddress]] = []
         # Timer entries (deadline, sequence, transaction). Most deadlines are ``now`` plus one of a few
@@ -249,6 +255,7 @@ class SipEndpoint:
         else:
             tx = ClientNonInviteTransaction(key, request, destination, self, self.timers, now)
         self._client[key] = tx
+        self._index(tx)
         self.stats.transactions_created += 1
         self._after(tx)
         return key
@@ -268,18 +275,49 @@ class SipEndpoint:
         self.transmit(serialize(message), destination, retransmission=False)
 
     def transport_error(self, destination: TransportAddress, reason: str, now: float) -> None:
-        """The transport could not reach ``destination``: end every transaction sending there."""
+        """The transport could not reach ``destination``: end every transaction sending there (to its
+        transport, host and port, or over its connection), client transactions first."""
         self.stats.transport_errors += 1
+        keys = dict(self._by_target.get((destination.transport, destination.host, destination.port), {}))
+        if destination.connection_id is not None:
+            keys.update(self._by_connection.get(destination.connection_id, {}))
         hit = False
-        table: list[Transaction] = [*self._client.values(), *self._server.values()]
-        for tx in table:
-            if _same_target(tx.destination, destination):
+        for role, table in (("client", self._client), ("server", self._server)):
+            for key in keys:
+                tx = table.get(key) if key.role == role else None
+                if tx is None:
+                    continue
                 hit = True
                 tx.transport_error()
                 self.emit(TransportError(tx.key, destination, reason))
                 self._after(tx)
         if not hit:
             self.emit(TransportError(None, destination, reason))
+
+    def _index(self, tx: Transaction) -> None:
+        destination = tx.destination
+        target = (destination.transport, destination.host, destination.port)
+        found = self._by_target.get(target)
+        if found is None:
+            found = self._by_target[target] = {}
+        found[tx.key] = None
+        if destination.connection_id is not None:
+            self._by_connection.setdefault(destination.connection_id, {})[tx.key] = None
+
+    def _unindex(self, tx: Transaction) -> None:
+        destination = tx.destination
+        target = (destination.transport, destination.host, destination.port)
+        found = self._by_target.get(target)
+        if found is not None:
+            found.pop(tx.key, None)
+            if not found:
+                del self._by_target[target]
+        if destination.connection_id is not None:
+            found = self._by_connection.get(destination.connection_id)
+            if found is not None:
+                found.pop(tx.key, None)
+                if not found:
+                    del self._by_connection[destination.connection_id]
 
     # ------------------------------------------------------------------ TransactionOutput
 
@@ -340,6 +378,7 @@ class SipEndpoint:
         table = self._client if key.role == "client" else self._server
         if table.get(key) is tx:
             del table[key]
+            self._unindex(tx)
             self.stats.transactions_terminated += 1
             merge_key = self._merge_key_of.pop(key, None)
             if merge_key is not None and self._merge_index.get(merge_key) == key:
@@ -446,6 +485,7 @@ class SipEndpoint:
         else:
             tx = ServerNonInviteTransaction(key, request, source, destination, self, self.timers, now)
         self._server[key] = tx
+        self._index(tx)
         self.stats.transactions_created += 1
 
         if hop_limit_reached:
@@ -522,9 +562,3 @@ class SipEndpoint:
         self.stats.stateless_responses_sent += 1
         response = build_response(request, status_code, to_tag=to_tag, headers=headers)
         self.send_stateless(response, destination)
-
-
-def _same_target(a: TransportAddress, b: TransportAddress) -> bool:
-    if a.connection_id is not None and a.connection_id == b.connection_id:
-        return True
-    return (a.transport, a.host, a.port) == (b.transport, b.host, b.port)

@@ -543,6 +543,40 @@ def test_transport_error_ends_the_client_transaction() -> None:
     assert drain(endpoint) == [TransportError(None, destination, "again")]
 
 
+def test_transport_error_ends_exactly_the_transactions_sending_there_and_forgets_them_after() -> None:
+    endpoint = new_endpoint()
+    dead = TransportAddress("tcp", "192.0.2.30", 5060)
+    first = endpoint.send_request(make_request("OPTIONS", branch="z9hG4bKd1", transport="TCP"), dead, now=0.0)
+    endpoint.send_request(make_request("OPTIONS", branch="z9hG4bKok", cseq=2), BOB, now=0.0)
+    second = endpoint.send_request(make_request("INVITE", branch="z9hG4bKd2", transport="TCP"), dead, now=0.0)
+    # A server transaction whose responses go back over a connection the peer opened.
+    flow = TransportAddress("tcp", "192.0.2.40", 40000, connection_id="tcp-7")
+    endpoint.receive(
+        wire(make_request("OPTIONS", branch="z9hG4bKin", transport="TCP", cseq=3)), flow, now=0.0
+    )
+    [request_event] = drain(endpoint)
+    endpoint.transport_error(dead, "connection refused", now=0.1)
+    assert drain(endpoint) == [
+        TransportError(first, dead, "connection refused"),
+        TransportError(second, dead, "connection refused"),
+    ]  # in the order they started; the transaction to BOB and the server one untouched
+    assert endpoint.active_transactions == 2
+    # The connection dropped: whatever sends over it (same connection id, any address) ends too.
+    gone = TransportAddress("tcp", "192.0.2.40", 40000, connection_id="tcp-7")
+    endpoint.transport_error(gone, "connection lost", now=0.2)
+    assert [event.transaction for event in drain(endpoint)] == [request_event.transaction]  # type: ignore[attr-defined]
+    assert endpoint.active_transactions == 1
+    endpoint.receive(response_to(make_request("OPTIONS", branch="z9hG4bKok", cseq=2), 200), BOB, now=0.3)
+    fire_timers_until(endpoint, 60.0)
+    assert endpoint.active_transactions == 0
+    assert endpoint.stats.transactions_terminated == 4
+    # Nothing of them is kept: a later error to the same places finds no transaction.
+    endpoint.transport_error(dead, "again", now=61.0)
+    endpoint.transport_error(BOB, "again", now=61.0)
+    drain(endpoint)
+    assert endpoint._by_target == {} and endpoint._by_connection == {}
+
+
 def test_ack_without_any_transaction_goes_up_and_is_counted_stray() -> None:
     endpoint = new_endpoint()
     endpoint.receive(wire(make_request("ACK", to_tag="x")), ALICE, now=0.0)
