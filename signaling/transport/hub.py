@@ -132,7 +132,11 @@ class SipTransportHub:
         self._literal_hosts: set[str] = set()
         # Per destination that could not be connected to: when it was last logged and how many failures
         # went unlogged since (a dead TLS trunk fails every call's INVITE; one line per 10 s says so).
-        self._connect_failures: dict[tuple[str, str, int, str | None], tuple[float, int]] = {}
+        self._connect_failures: dict[_ConnectKey, tuple[float, int]] = {}
+        # Messages waiting for a connection being opened, by (transport, host, port, server name): a burst
+        # of calls to a trunk not connected yet shares one connection instead of opening one each. Bounded
+        # by what arrives within a connect attempt (at most ``message_timeout``).
+        self._connecting: dict[_ConnectKey, list[bytes]] = {}
         self._udp_family = socket.AF_UNSPEC
         # Overload control's probe (when the endpoint has an OverloadControl); probe_port is its source
         # port, -1 without one: the UDP listener compares it first, one int comparison per datagram.
@@ -385,19 +389,31 @@ class SipTransportHub:
             self.stats.stream_messages_out += 1
             return
         if destination.transport in ("tcp", "tls"):
-            self._spawn(self._connect_and_send(data, destination))
+            key = (destination.transport, destination.host, destination.port, destination.server_name)
+            queued = self._connecting.get(key)
+            if queued is None:  # the first message for a peer not connected yet opens the connection
+                queued = self._connecting[key] = []
+                self._spawn(self._connect_and_send(key, destination))
+            queued.append(data)  # later ones wait for that connection instead of opening their own
         else:  # a WebSocket client can only be reached over the connection it opened
             self._fail(destination, "websocket connection is gone")
 
-    async def _connect_and_send(self, data: bytes, destination: TransportAddress) -> None:
+    async def _connect_and_send(self, key: _ConnectKey, destination: TransportAddress) -> None:
+        """Open the connection ``key`` names, then send what was queued for it meanwhile, in order; if it
+        cannot be opened, every transaction sending there fails at once (one transport error)."""
         try:
             connection = await connect_stream(self, destination)
         except (OSError, ssl.SSLError) as error:
+            self._connecting.pop(key, None)
             self._log_connect_failure(destination, error)
             self._fail(destination, f"connect failed: {error}")
             return
-        connection.write_message(data)
-        self.stats.stream_messages_out += 1
+        except BaseException:  # cancelled (the hub stops): the next message starts afresh
+            self._connecting.pop(key, None)
+            raise
+        for data in self._connecting.pop(key, []):
+            connection.write_message(data)
+            self.stats.stream_messages_out += 1
 
     async def _resolve_and_send(self, data: bytes, destination: TransportAddress) -> None:
         """A datagram to a host name (a Contact, Record-Route or maddr host; trunks are resolved ahead
@@ -476,6 +492,8 @@ class SipTransportHub:
 
 
 _LITERAL_HOSTS_SIZE = 4096
+# A TCP/TLS peer as connections to it are opened: transport, host, port and the TLS name checked.
+_ConnectKey = tuple[str, str, int, str | None]
 # A destination that keeps failing to connect is logged once per this many seconds; at most this many
 # destinations are remembered for it.
 CONNECT_FAILURE_LOG_SECONDS = 10.0

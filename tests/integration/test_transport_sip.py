@@ -291,6 +291,49 @@ async def test_a_tls_flow_is_reused_only_for_the_name_its_certificate_was_checke
         await server.stop()
 
 
+async def test_a_burst_of_requests_to_a_peer_not_yet_connected_shares_one_connection(tmp_path: Path) -> None:
+    """Twenty requests handed to the hub at once, before any connection to the TLS peer exists (a burst of
+    calls to a trunk after a restart): one connection is opened and all twenty go over it, in order, each
+    answered; a burst to a peer that refuses fails every request, with one connect attempt."""
+    cert, key = self_signed_certificate(tmp_path, "edge.test", dns_name="edge.test")
+    server = SipTransportHub(SipEndpoint(), application=SipRouter())
+    await server.start(HOST, udp_port=None, tcp_port=None, tls_port=0, certfile=str(cert), keyfile=str(key))
+    client = SipTransportHub(
+        SipEndpoint(timers=TimerSettings(t1=0.05)),
+        application=SipRouter(),
+        tls_client_context=ssl.create_default_context(cafile=str(cert)),
+    )
+    await client.start(HOST, udp_port=0, tcp_port=None)
+    client.endpoint.local_addresses["tls"] = (HOST, 5061)
+    client.endpoint.local_addresses["tcp"] = (HOST, 5060)
+    assert server.tls_address is not None
+    port = server.tls_address[1]
+
+    def ask(transport: str, to_port: int, server_name: str | None) -> asyncio.Future[Response]:
+        request = outgoing_options(transport.upper(), to_port)
+        request.headers.remove("Via")
+        destination = TransportAddress(transport, HOST, to_port, server_name=server_name)  # type: ignore[arg-type]
+        return asyncio.ensure_future(client.request(request, destination))
+
+    try:
+        answers = await asyncio.wait_for(
+            asyncio.gather(*(ask("tls", port, "edge.test") for _ in range(20))), 10
+        )
+        assert [answer.code for answer in answers] == [200] * 20
+        assert client.stats.connections_opened == 1 and server.stats.connections_opened == 1
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as closed:
+            closed.bind((HOST, 0))  # bound, not listening: connections are refused
+            dead = closed.getsockname()[1]
+            failed = await asyncio.wait_for(
+                asyncio.gather(*(ask("tcp", dead, None) for _ in range(5)), return_exceptions=True), 10
+            )
+        assert all(isinstance(outcome, ConnectionError) for outcome in failed), failed
+        assert client.stats.connections_opened == 1
+    finally:
+        await client.stop()
+        await server.stop()
+
+
 async def test_hub_request_times_out_or_fails_cleanly() -> None:
     client = SipTransportHub(SipEndpoint(timers=TimerSettings(t1=0.01)), application=SipRouter())
     await client.start(HOST, udp_port=0, tcp_port=None)
