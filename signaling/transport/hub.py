@@ -373,6 +373,15 @@ class SipTransportHub:
         connection = None
         if destination.connection_id is not None:
             connection = self._connections.get(destination.connection_id)
+        if connection is None and self._connecting:
+            # A connection to this peer is being opened: queue behind what waits for it (the connection
+            # may already be registered while the queue is not sent yet; nothing overtakes the queue).
+            queued = self._connecting.get(
+                (destination.transport, destination.host, destination.port, destination.server_name)
+            )
+            if queued is not None:
+                queued.append(data)
+                return
         if connection is None:
             connection_id = self._by_peer.get((destination.transport, destination.host, destination.port))
             connection = self._connections.get(connection_id) if connection_id else None
@@ -389,12 +398,11 @@ class SipTransportHub:
             self.stats.stream_messages_out += 1
             return
         if destination.transport in ("tcp", "tls"):
+            # The first message for a peer not connected yet opens the connection; the ones after it
+            # queue behind it (above) instead of opening their own.
             key = (destination.transport, destination.host, destination.port, destination.server_name)
-            queued = self._connecting.get(key)
-            if queued is None:  # the first message for a peer not connected yet opens the connection
-                queued = self._connecting[key] = []
-                self._spawn(self._connect_and_send(key, destination))
-            queued.append(data)  # later ones wait for that connection instead of opening their own
+            self._connecting[key] = [data]
+            self._spawn(self._connect_and_send(key, destination))
         else:  # a WebSocket client can only be reached over the connection it opened
             self._fail(destination, "websocket connection is gone")
 
