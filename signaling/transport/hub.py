@@ -28,7 +28,7 @@ import logging
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from signaling.sip.endpoint import SipEndpoint
 from signaling.sip.events import (
@@ -137,6 +137,10 @@ class SipTransportHub:
         # of calls to a trunk not connected yet shares one connection instead of opening one each. Bounded
         # by what arrives within a connect attempt (at most ``message_timeout``).
         self._connecting: dict[_ConnectKey, list[bytes]] = {}
+        # UDP peers known by name: (name, port) → (expiry on the loop clock, resolved socket address), and
+        # the datagrams waiting for a lookup in flight (see _send_to_name).
+        self._resolved: dict[tuple[str, int], tuple[float, tuple[Any, ...]]] = {}
+        self._resolving: dict[tuple[str, int], list[tuple[bytes, TransportAddress]]] = {}
         self._udp_family = socket.AF_UNSPEC
         # Overload control's probe (when the endpoint has an OverloadControl); probe_port is its source
         # port, -1 without one: the UDP listener compares it first, one int comparison per datagram.
@@ -358,7 +362,7 @@ class SipTransportHub:
             host = destination.host
             if host not in self._literal_hosts:
                 if not _is_ip_literal(host):
-                    self._spawn(self._resolve_and_send(data, destination))
+                    self._send_to_name(data, destination)
                     return
                 if len(self._literal_hosts) >= _LITERAL_HOSTS_SIZE:
                     self._literal_hosts.clear()
@@ -423,28 +427,55 @@ class SipTransportHub:
             connection.write_message(data)
             self.stats.stream_messages_out += 1
 
-    async def _resolve_and_send(self, data: bytes, destination: TransportAddress) -> None:
+    def _send_to_name(self, data: bytes, destination: TransportAddress) -> None:
         """A datagram to a host name (a Contact, Record-Route or maddr host; trunks are resolved ahead
         by the node). ``sendto`` must not get the name: asyncio's selector loop would resolve it
         synchronously, stalling every call for the length of a DNS lookup, and uvloop refuses it with
-        ValueError. Resolved here off the loop (A/AAAA for our socket's family), then sent."""
-        host = destination.host.strip("[]")
+        ValueError. Resolved off the loop (A/AAAA for our socket's family) and kept for
+        ``NAME_CACHE_SECONDS``: every in-dialog request and response retransmission to a peer known by
+        name would otherwise wait for a lookup of its own. Datagrams that arrive while the name is being
+        resolved wait for that lookup and go in order."""
+        key = (destination.host.strip("[]"), destination.port)
+        queued = self._resolving.get(key)
+        if queued is not None:
+            queued.append((data, destination))
+            return
+        cached = self._resolved.get(key)
+        if cached is not None and cached[0] > self.now():
+            self._sendto_address(data, cached[1], destination)
+            return
+        self._resolving[key] = [(data, destination)]
+        self._spawn(self._resolve_and_send(key))
+
+    async def _resolve_and_send(self, key: tuple[str, int]) -> None:
+        host, port = key
         try:
             async with asyncio.timeout(self.message_timeout):
                 found = await self.loop.getaddrinfo(
-                    host, destination.port, family=self._udp_family, type=socket.SOCK_DGRAM
+                    host, port, family=self._udp_family, type=socket.SOCK_DGRAM
                 )
+            if not found:
+                raise OSError("no address")
         except (OSError, TimeoutError) as error:
-            self._fail(destination, f"cannot resolve {host}: {error or 'timed out'}")
+            for _data, destination in self._resolving.pop(key, []):
+                self._fail(destination, f"cannot resolve {host}: {error or 'timed out'}")
             return
-        if not found:
-            self._fail(destination, f"cannot resolve {host}: no address")
-            return
+        except BaseException:  # cancelled (the hub stops): a later datagram resolves afresh
+            self._resolving.pop(key, None)
+            raise
+        if key not in self._resolved and len(self._resolved) >= _NAME_CACHE_SIZE:
+            self._resolved.clear()
+        address = found[0][4]
+        self._resolved[key] = (self.now() + NAME_CACHE_SECONDS, address)
+        for data, destination in self._resolving.pop(key, []):
+            self._sendto_address(data, address, destination)
+
+    def _sendto_address(self, data: bytes, address: tuple[Any, ...], destination: TransportAddress) -> None:
         if self._udp is None:
             self._fail(destination, "no UDP listener")
             return
         try:
-            self._udp.sendto(data, found[0][4])
+            self._udp.sendto(data, address)
         except (OSError, ValueError) as error:
             self._fail(destination, str(error))
             return
@@ -506,6 +537,10 @@ _ConnectKey = tuple[str, str, int, str | None]
 # destinations are remembered for it.
 CONNECT_FAILURE_LOG_SECONDS = 10.0
 _CONNECT_FAILURES_SIZE = 1024
+# How long a UDP peer's name stays resolved (getaddrinfo gives no TTL; trunks are refreshed on their own,
+# see edge/trunk_dns.py), and how many names are kept (the table is emptied when full).
+NAME_CACHE_SECONDS = 30.0
+_NAME_CACHE_SIZE = 1024
 
 
 def _is_ip_literal(host: str) -> bool:

@@ -334,6 +334,46 @@ async def test_a_burst_of_requests_to_a_peer_not_yet_connected_shares_one_connec
         await server.stop()
 
 
+async def test_datagrams_to_a_peer_known_by_name_share_one_lookup(
+    hub: SipTransportHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests to ``localhost`` (a Contact or Record-Route by name): three at once and one after are
+    resolved once — the lookup is shared while in flight and kept afterwards — and all are answered; a
+    name that does not resolve fails its requests."""
+    assert hub.udp_address is not None
+    client = SipTransportHub(SipEndpoint(timers=TimerSettings(t1=0.05)), application=SipRouter())
+    await client.start(HOST, udp_port=0, tcp_port=None)
+    lookups: list[str] = []
+    real_getaddrinfo = client.loop.getaddrinfo
+
+    async def counting_getaddrinfo(host: str, *args: object, **kwargs: object) -> object:
+        lookups.append(host)
+        if host.endswith(".invalid"):
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return await real_getaddrinfo(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(client.loop, "getaddrinfo", counting_getaddrinfo)
+
+    def ask(host: str) -> asyncio.Future[Response]:
+        request = outgoing_options("UDP", hub.udp_address[1])  # type: ignore[index]
+        request.headers.remove("Via")
+        return asyncio.ensure_future(
+            client.request(request, TransportAddress("udp", host, hub.udp_address[1]))
+        )  # type: ignore[index]
+
+    try:
+        answers = await asyncio.wait_for(
+            asyncio.gather(ask("localhost"), ask("localhost"), ask("localhost")), 5
+        )
+        answers.append(await asyncio.wait_for(ask("localhost"), 5))
+        assert [answer.code for answer in answers] == [200] * 4
+        assert lookups == ["localhost"]
+        with pytest.raises(ConnectionError):
+            await asyncio.wait_for(ask("nowhere.invalid"), 5)
+    finally:
+        await client.stop()
+
+
 async def test_hub_request_times_out_or_fails_cleanly() -> None:
     client = SipTransportHub(SipEndpoint(timers=TimerSettings(t1=0.01)), application=SipRouter())
     await client.start(HOST, udp_port=0, tcp_port=None)
