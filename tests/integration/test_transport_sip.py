@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import socket
@@ -244,58 +245,13 @@ async def test_hub_to_hub_requests_over_udp_and_tcp(hub: SipTransportHub) -> Non
         await client.stop()
 
 
-async def test_a_tls_flow_is_reused_only_for_the_name_its_certificate_was_checked_against(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """RFC 5922 §4 with failover: requests to an address on behalf of a name (``server_name``) need a
-    connection whose certificate was checked for that name; requests that name no server (responses,
-    in-dialog requests to a Contact) take any flow to the address."""
-    cert, key = self_signed_certificate(tmp_path, "edge.test", dns_name="edge.test")
-    server = SipTransportHub(SipEndpoint(), application=SipRouter())
-    await server.start(HOST, udp_port=None, tcp_port=None, tls_port=0, certfile=str(cert), keyfile=str(key))
-    client = SipTransportHub(
-        SipEndpoint(timers=TimerSettings(t1=0.05)),
-        application=SipRouter(),
-        tls_client_context=ssl.create_default_context(cafile=str(cert)),
-    )
-    await client.start(HOST, udp_port=0, tcp_port=None)
-    client.endpoint.local_addresses["tls"] = (HOST, 5061)  # for its Via: it listens on no TLS port
-    assert server.tls_address is not None
-    port = server.tls_address[1]
-
-    async def ask(server_name: str | None) -> Response:
-        request = outgoing_options("TLS", port)
-        request.headers.remove("Via")
-        destination = TransportAddress("tls", HOST, port, server_name=server_name)
-        return await asyncio.wait_for(client.request(request, destination), 5.0)
-
-    try:
-        assert (await ask("edge.test")).code == 200  # dialled by address, checked against the name
-        assert (await ask("edge.test")).code == 200
-        assert (await ask(None)).code == 200  # any flow to the address will do
-        assert client.stats.connections_opened == 1
-        # Another name: the flow checked for edge.test is not taken, and a new one fails the check.
-        with caplog.at_level(logging.WARNING, logger="signaling.transport.hub"):
-            for _ in range(2):
-                with pytest.raises(ConnectionError):
-                    await ask("other.test")
-        assert client.stats.connections_opened == 1
-        assert server.stats.connections_opened == 1
-        # Why, once (the second failure within 10 s is counted, not logged again).
-        (line,) = [r.getMessage() for r in caplog.records if "SIP connection failed" in r.getMessage()]
-        expected = f"SIP connection failed: TLS {HOST}:{port} (certificate checked for other.test): "
-        assert line.startswith(expected)
-        assert "other.test" in line.partition("): ")[2]  # the certificate error names the name it wanted
-    finally:
-        await client.stop()
-        await server.stop()
-
-
-async def test_a_burst_of_requests_to_a_peer_not_yet_connected_shares_one_connection(tmp_path: Path) -> None:
-    """Twenty requests handed to the hub at once, before any connection to the TLS peer exists (a burst of
-    calls to a trunk after a restart): one connection is opened and all twenty go over it, in order, each
-    answered; a burst to a peer that refuses fails every request, with one connect attempt."""
-    cert, key = self_signed_certificate(tmp_path, "edge.test", dns_name="edge.test")
+@contextlib.asynccontextmanager
+async def tls_server_and_client(
+    directory: Path,
+) -> AsyncIterator[tuple[SipTransportHub, SipTransportHub, int]]:
+    """A hub serving TLS with a certificate for ``edge.test`` and a client hub that trusts it (and has
+    local TLS and TCP addresses for its Via, listening on neither): (server, client, server's TLS port)."""
+    cert, key = self_signed_certificate(directory, "edge.test", dns_name="edge.test")
     server = SipTransportHub(SipEndpoint(), application=SipRouter())
     await server.start(HOST, udp_port=None, tcp_port=None, tls_port=0, certfile=str(cert), keyfile=str(key))
     client = SipTransportHub(
@@ -307,31 +263,64 @@ async def test_a_burst_of_requests_to_a_peer_not_yet_connected_shares_one_connec
     client.endpoint.local_addresses["tls"] = (HOST, 5061)
     client.endpoint.local_addresses["tcp"] = (HOST, 5060)
     assert server.tls_address is not None
-    port = server.tls_address[1]
-
-    def ask(transport: str, to_port: int, server_name: str | None) -> asyncio.Future[Response]:
-        request = outgoing_options(transport.upper(), to_port)
-        request.headers.remove("Via")
-        destination = TransportAddress(transport, HOST, to_port, server_name=server_name)  # type: ignore[arg-type]
-        return asyncio.ensure_future(client.request(request, destination))
-
     try:
-        answers = await asyncio.wait_for(
-            asyncio.gather(*(ask("tls", port, "edge.test") for _ in range(20))), 10
-        )
+        yield server, client, server.tls_address[1]
+    finally:
+        await client.stop()
+        await server.stop()
+
+
+def options_to(
+    client: SipTransportHub, transport: str, port: int, server_name: str | None = None
+) -> asyncio.Future[Response]:
+    """An OPTIONS from ``client`` to ``HOST:port`` (its Via written by the endpoint), as a future."""
+    request = outgoing_options(transport.upper(), port)
+    request.headers.remove("Via")
+    destination = TransportAddress(transport, HOST, port, server_name=server_name)  # type: ignore[arg-type]
+    return asyncio.ensure_future(asyncio.wait_for(client.request(request, destination), 10.0))
+
+
+async def test_a_tls_flow_is_reused_only_for_the_name_its_certificate_was_checked_against(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """RFC 5922 §4 with failover: requests to an address on behalf of a name (``server_name``) need a
+    connection whose certificate was checked for that name; requests that name no server (responses,
+    in-dialog requests to a Contact) take any flow to the address."""
+    async with tls_server_and_client(tmp_path) as (server, client, port):
+        assert (await options_to(client, "tls", port, "edge.test")).code == 200  # checked against the name
+        assert (await options_to(client, "tls", port, "edge.test")).code == 200
+        assert (await options_to(client, "tls", port)).code == 200  # any flow to the address will do
+        assert client.stats.connections_opened == 1
+        # Another name: the flow checked for edge.test is not taken, and a new one fails the check.
+        with caplog.at_level(logging.WARNING, logger="signaling.transport.hub"):
+            for _ in range(2):
+                with pytest.raises(ConnectionError):
+                    await options_to(client, "tls", port, "other.test")
+        assert client.stats.connections_opened == 1
+        assert server.stats.connections_opened == 1
+        # Why, once (the second failure within 10 s is counted, not logged again).
+        (line,) = [r.getMessage() for r in caplog.records if "SIP connection failed" in r.getMessage()]
+        expected = f"SIP connection failed: TLS {HOST}:{port} (certificate checked for other.test): "
+        assert line.startswith(expected)
+        assert "other.test" in line.partition("): ")[2]  # the certificate error names the name it wanted
+
+
+async def test_a_burst_of_requests_to_a_peer_not_yet_connected_shares_one_connection(tmp_path: Path) -> None:
+    """Twenty requests handed to the hub at once, before any connection to the TLS peer exists (a burst of
+    calls to a trunk after a restart): one connection is opened and all twenty go over it, each answered;
+    a burst to a peer that refuses fails every request."""
+    async with tls_server_and_client(tmp_path) as (server, client, port):
+        answers = await asyncio.gather(*(options_to(client, "tls", port, "edge.test") for _ in range(20)))
         assert [answer.code for answer in answers] == [200] * 20
         assert client.stats.connections_opened == 1 and server.stats.connections_opened == 1
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as closed:
             closed.bind((HOST, 0))  # bound, not listening: connections are refused
             dead = closed.getsockname()[1]
-            failed = await asyncio.wait_for(
-                asyncio.gather(*(ask("tcp", dead, None) for _ in range(5)), return_exceptions=True), 10
+            failed = await asyncio.gather(
+                *(options_to(client, "tcp", dead) for _ in range(5)), return_exceptions=True
             )
         assert all(isinstance(outcome, ConnectionError) for outcome in failed), failed
         assert client.stats.connections_opened == 1
-    finally:
-        await client.stop()
-        await server.stop()
 
 
 async def test_datagrams_to_a_peer_known_by_name_share_one_lookup(
