@@ -723,7 +723,8 @@ class _RandomHex:
     A B2BUA call takes ~10 branches, tags and Call-IDs; one ``os.urandom`` each was a ``getrandom``
     system call each (py-spy --native at 100 calls/s: 1.7 % of the node's CPU in ``getrandom`` with the
     event ids). The digits stay cryptographically random (RFC 3261 §19.3 asks that of tags and
-    Call-IDs); a forked child drops the buffer so that it never hands out its parent's digits."""
+    Call-IDs); a forked child drops the buffer so that it never hands out its parent's digits.
+    (storage/events/builder.py keeps a pool of its own for event ids: storage does not import signaling.)"""
 
     _CHUNK = 4096
 

@@ -417,7 +417,7 @@ class SipTransportHub:
             connection = await connect_stream(self, destination)
         except (OSError, ssl.SSLError) as error:
             self._connecting.pop(key, None)
-            self._log_connect_failure(destination, error)
+            self._log_connect_failure(key, error)
             self._fail(destination, f"connect failed: {error}")
             return
         except BaseException:  # cancelled (the hub stops): the next message starts afresh
@@ -481,11 +481,10 @@ class SipTransportHub:
             return
         self.stats.udp_datagrams_out += 1
 
-    def _log_connect_failure(self, destination: TransportAddress, error: BaseException) -> None:
+    def _log_connect_failure(self, key: _ConnectKey, error: BaseException) -> None:
         """Say why a TCP/TLS peer cannot be reached (refused, timed out, a certificate not valid for the
         name): the transaction only learns "transport error". At most one line per destination every
         ``CONNECT_FAILURE_LOG_SECONDS``, counting the failures in between; the table is bounded."""
-        key = (destination.transport, destination.host, destination.port, destination.server_name)
         now = self.now()
         last, unlogged = self._connect_failures.get(key, (-CONNECT_FAILURE_LOG_SECONDS, 0))
         if now - last < CONNECT_FAILURE_LOG_SECONDS:
@@ -494,12 +493,13 @@ class SipTransportHub:
         if key not in self._connect_failures and len(self._connect_failures) >= _CONNECT_FAILURES_SIZE:
             self._connect_failures.clear()
         self._connect_failures[key] = (now, 0)
+        transport, host, port, server_name = key
         log.warning(
             "SIP connection failed: %s %s:%s%s: %s%s",
-            destination.transport.upper(),
-            destination.host,
-            destination.port,
-            f" (certificate checked for {destination.server_name})" if destination.server_name else "",
+            transport.upper(),
+            host,
+            port,
+            f" (certificate checked for {server_name})" if server_name else "",
             str(error) or type(error).__name__,
             f" ({unlogged} more failures since the last report)" if unlogged else "",
         )

@@ -100,7 +100,8 @@ _UUID4_SET_BITS = (4 << 76) | (0x8000 << 48)
 
 class _RandomPool:
     """Bytes from ``os.urandom`` read 4 KiB (256 event ids) at a time: a call writes ~13 events, and one
-    ``getrandom`` system call per id showed in profiles. A forked child starts a pool of its own."""
+    ``getrandom`` system call per id showed in profiles. A forked child starts a pool of its own. (The SIP
+    identifiers have the same in signaling/sip/message.py, which storage does not import.)"""
 
     def __init__(self) -> None:
         self._pool = b""

@@ -562,8 +562,7 @@ def test_transport_error_ends_exactly_the_transactions_sending_there_and_forgets
     ]  # in the order they started; the transaction to BOB and the server one untouched
     assert endpoint.active_transactions == 2
     # The connection dropped: whatever sends over it (same connection id, any address) ends too.
-    gone = TransportAddress("tcp", "192.0.2.40", 40000, connection_id="tcp-7")
-    endpoint.transport_error(gone, "connection lost", now=0.2)
+    endpoint.transport_error(flow, "connection lost", now=0.2)
     assert [event.transaction for event in drain(endpoint)] == [request_event.transaction]  # type: ignore[attr-defined]
     assert endpoint.active_transactions == 1
     endpoint.receive(response_to(make_request("OPTIONS", branch="z9hG4bKok", cseq=2), 200), BOB, now=0.3)
