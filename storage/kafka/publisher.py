@@ -199,14 +199,23 @@ class KafkaPublisher:
                     self._check_size(message, headers)
                     where = (topic, self._partitioner(message.key, known, known))
                     batch = filling.get(where)
-                    if batch is None or not batch.add(index, message, headers):
-                        if batch is not None:  # full: it goes first, in order
-                            handed.append(await batch.send(producer))
-                            del filling[where]
-                        batch = _Batch(where, producer.create_batch())
-                        if not batch.add(index, message, headers):
-                            raise MessageSizeTooLargeError("the message is larger than a record batch holds")
-                        filling[where] = batch
+                    if batch is not None and batch.add(index, message, headers):
+                        continue
+                    if batch is not None:  # full: it goes first, in order
+                        handed.append(await batch.send(producer))
+                        del filling[where]
+                        refused = batch.error
+                        if refused is not None:  # refused: the later messages of its keys wait too
+                            failed_keys.update((messages[member].key, refused) for member in batch.members)
+                            if message.key in failed_keys:
+                                outcomes[index] = NotAttempted(
+                                    f"an earlier message of key {message.key!r} failed"
+                                )
+                                continue
+                    batch = _Batch(where, producer.create_batch())
+                    if not batch.add(index, message, headers):
+                        raise MessageSizeTooLargeError("the message is larger than a record batch holds")
+                    filling[where] = batch
                 except MESSAGE_REJECTIONS as exc:
                     failed_keys[message.key] = exc
                     outcomes[index] = exc

@@ -426,6 +426,43 @@ async def test_a_publish_spanning_many_record_batches_keeps_each_keys_order(topi
     assert order == {keys[0]: list(range(20)), keys[1]: list(range(21)), keys[2]: list(range(20))}
 
 
+async def test_a_record_batch_the_producer_refuses_holds_back_the_rest_of_its_keys(
+    topics: EventTopics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the producer refuses a full batch itself (not the broker: ``send_batch`` raising), its messages
+    fail with that error and the later messages of their keys are not sent, so none overtakes them."""
+    publisher = KafkaPublisher(
+        ProducerSettings(
+            bootstrap_servers=KAFKA, request_timeout_ms=5000, max_batch_size=1024, max_request_size=4096
+        )
+    )
+    producer = await publisher._started()
+    real_send_batch = producer.send_batch
+    calls = 0
+
+    async def refuse_the_first(*args: object, **kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ValueError("refused for the test")
+        return await real_send_batch(*args, **kwargs)
+
+    monkeypatch.setattr(producer, "send_batch", refuse_the_first)
+    key = new_key().encode()
+    messages = [
+        OutboundMessage(topics.call, key, json.dumps({"seq": seq, "pad": "x" * 200}).encode(), ())
+        for seq in range(10)
+    ]
+    try:
+        outcomes = await publisher.send_in_order(messages)
+    finally:
+        await publisher.close()
+    refused = [i for i, outcome in enumerate(outcomes) if isinstance(outcome, ValueError)]
+    assert refused and refused == list(range(len(refused)))  # the first batch, whole
+    assert all(isinstance(outcome, NotAttempted) for outcome in outcomes[len(refused) :])
+    assert await consume(topics.call, expected=0, within=2.0, settle=0.5) == []
+
+
 async def last_vacuum(dsn: str) -> object:
     conn = await asyncpg.connect(dsn)
     try:
