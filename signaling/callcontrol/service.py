@@ -241,6 +241,25 @@ class _Running:
         return self.persist.idle and self.media.idle
 
 
+class _Draining:
+    """What a finished call leaves while its queued writes and media actions still run: the two queues and
+    its log context, not the call. The call's objects (legs, sessions, dialogs, messages, SDP: ~250
+    collector-tracked objects) are freed when the call is forgotten, while they are still in the cache,
+    rather than kept for the ~1 s the writes trail the signalling: kept, they were freed in bursts of a
+    few hundred calls at ~50 us each and traversed by the garbage collector's older generations meanwhile."""
+
+    __slots__ = ("log", "media", "persist")
+
+    def __init__(self, running: _Running) -> None:
+        self.media = running.media
+        self.persist = running.persist
+        self.log = running.log
+
+    @property
+    def settled(self) -> bool:
+        return self.persist.idle and self.media.idle
+
+
 class _LoopWallClock:
     """Loop time → aware UTC datetime. A call asks for the same instant many times while it handles one
     message (each row and event of a state change is stamped), so the last answer is kept."""
@@ -292,7 +311,7 @@ class CallControlService:
         self._persistence = CallPersistence(calls, cdrs, self.stats)
         self._env = env
         self._running: dict[uuid.UUID, _Running] = {}
-        self._draining: set[_Running] = set()  # finished calls whose queued writes still run
+        self._draining: set[_Draining] = set()  # finished calls whose queued writes still run
         self._prune_draining_at = DRAINING_PRUNE_MIN
         self._by_call_id: dict[str, _Running] = {}
         self._by_endpoint: dict[str, _Running] = {}
@@ -331,15 +350,15 @@ class CallControlService:
         for running in list(self._running.values()):
             if running.timer is not None:
                 running.timer.cancel()
-        everyone = [*self._running.values(), *self._draining]
+        everyone: list[_Running | _Draining] = [*self._running.values(), *self._draining]
         waits = [r.persist.wait() for r in everyone] + [r.media.wait() for r in everyone]
         if waits:
             await asyncio.wait([asyncio.ensure_future(w) for w in waits], timeout=drain_seconds)
-        for running in everyone:
-            running.media.cancel()
-            dropped = running.persist.cancel()
+        for call in everyone:
+            call.media.cancel()
+            dropped = call.persist.cancel()
             if dropped:
-                with bind_call.of(running.log):
+                with bind_call.of(call.log):
                     log.error("call writes not done at shutdown", writes=dropped)
         for task in list(self._tasks):
             task.cancel()
@@ -355,7 +374,7 @@ class CallControlService:
         """Wait until every queued media action and repository write has run (tests, shutdown)."""
         while True:
             self._prune_draining()
-            everyone = [*self._running.values(), *self._draining]
+            everyone: list[_Running | _Draining] = [*self._running.values(), *self._draining]
             busy = [r for r in everyone if not r.settled]
             if not busy and not self._tasks:
                 return
@@ -629,7 +648,7 @@ class CallControlService:
         if self._running.pop(call.call_id, None) is None:
             return
         if not running.settled:
-            self._draining.add(running)
+            self._draining.add(_Draining(running))
             if len(self._draining) >= self._prune_draining_at:
                 self._prune_draining()
         self.stats.calls_ended += 1

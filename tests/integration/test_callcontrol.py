@@ -480,3 +480,42 @@ async def test_finished_calls_are_let_go_once_their_writes_are_done(
     # Each call's _forget finds the earlier calls' writes done and lets them go: only the latest call (whose
     # writes were queued when it ended) can still be in the set.
     assert max(sizes) <= 1, sizes
+
+
+async def test_a_finished_call_is_freed_while_its_writes_still_wait(
+    network: tuple[Server, Phone, Phone],
+    pools: tuple[asyncpg.Pool, asyncpg.Pool],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The writes trail the signalling (~1 s at load); what waits for them is the call's queues, not the
+    # call: its legs, sessions and messages go when it is forgotten, and the writes still all land.
+    server, alice, bob = network
+    service = server.service
+    assert service is not None
+    gate = asyncio.Event()
+    real_write = service._write
+
+    async def held_write(context: dict[str, Any], call_id: uuid.UUID, batch: list[Any]) -> None:
+        await gate.wait()
+        await real_write(context, call_id, batch)
+
+    monkeypatch.setattr(service, "_write", held_write)
+    bob.answer_with = [200]
+    alice.call("bob")
+    await alice.wait_for(lambda: any(isinstance(e, Answered) for e in alice.events))
+    (running,) = service._running.values()
+    call = weakref.ref(running.call)
+    call_id = running.call.call_id
+    del running
+    assert bob.session is not None
+    bob.session.end_session(bob.hub.now())
+    bob.flush()
+    await alice.wait_for(lambda: service.active_calls == 0)
+    (draining,) = service._draining
+    assert not draining.settled  # its writes are held at the gate
+    assert call() is None, gc.get_referrers(call())
+    gate.set()
+    await service.idle()
+    assert not service._draining
+    (row,) = await rows(pools[0], "SELECT status FROM call_sessions WHERE call_id = $1", call_id)
+    assert row["status"] == "ended"
