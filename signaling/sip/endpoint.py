@@ -35,6 +35,7 @@ import collections
 import dataclasses
 import heapq
 import itertools
+import weakref
 from collections.abc import Callable
 
 from signaling.sip.errors import LocalProtocolError
@@ -118,7 +119,12 @@ class EndpointStats:
 _MergeKey = tuple[str, str, int, str]  # From tag, Call-ID, CSeq number, method
 StatelessResponder = Callable[[Request, TransportAddress], Response | None]
 """``(request, source) -> response`` to send without a transaction, or None to go on statefully."""
-_TimerEntry = tuple[float, int, Transaction]  # deadline, sequence (ties, no tx comparison), transaction
+# Deadline, sequence (ties: transactions are never compared), the transaction. Weakly: an entry goes
+# stale when its transaction's deadline moves (Timer C's 3 minutes, replaced by Timer L's 32 s when the
+# INVITE is answered) and stays queued until its time comes, and a strong reference kept each finished
+# INVITE transaction, its key and its address alive for those 3 minutes (~180 s x 2 per call, ~80 MB at
+# 150 calls/s, walked by the older GC generations) instead of letting it go when it is forgotten.
+_TimerEntry = tuple[float, int, "weakref.ReferenceType[Transaction]"]
 _TERMINATED = TransactionState.TERMINATED  # ``tx.terminated`` without a property call on the hot paths
 _AckKey = tuple[str, int]  # Call-ID, CSeq number
 
@@ -193,11 +199,12 @@ class SipEndpoint:
 
     def get_timer(self) -> float | None:
         while (entry := self._next_entry()) is not None:
-            when, _seq, tx = entry
-            if tx.state is not _TERMINATED and tx.get_timer() == when:
+            when, _seq, ref = entry
+            tx = ref()
+            if tx is not None and tx.state is not _TERMINATED and tx.get_timer() == when:
                 return when
             self._pop_entry(entry)  # stale entry: the timer was re-armed, stopped or the tx ended
-            if tx.scheduled_at == when:
+            if tx is not None and tx.scheduled_at == when:
                 tx.scheduled_at = None
         return None
 
@@ -205,8 +212,9 @@ class SipEndpoint:
         due: dict[int, Transaction] = {}
         while (entry := self._next_entry()) is not None and entry[0] <= now:
             self._pop_entry(entry)
-            when, _seq, tx = entry
-            if tx.state is not _TERMINATED and tx.get_timer() == when:
+            when, _seq, ref = entry
+            tx = ref()
+            if tx is not None and tx.state is not _TERMINATED and tx.get_timer() == when:
                 due[id(tx)] = tx
         for tx in due.values():
             tx.scheduled_at = None  # its heap entry is gone: _after must push a fresh one
@@ -349,7 +357,7 @@ class SipEndpoint:
         if deadline is not None and deadline != tx.scheduled_at:
             # One live entry per deadline change; stale ones are skipped when popped.
             tx.scheduled_at = deadline
-            entry = (deadline, next(self._sequence), tx)
+            entry = (deadline, next(self._sequence), weakref.ref(tx))
             fifo = self._fifo
             if not fifo or fifo[-1][0] <= deadline:
                 fifo.append(entry)

@@ -73,6 +73,7 @@ class Transaction:
     # Slots: a completed UDP server transaction lives 32 s (Timer J), tens of thousands at a time under a
     # REGISTER load; without a __dict__ each is smaller and one object fewer for the garbage collector.
     __slots__ = (
+        "__weakref__",  # the endpoint's timer entries refer to transactions weakly
         "_deadlines",
         "_intervals",
         "_output",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 
 from signaling.sip.endpoint import SipEndpoint
@@ -214,7 +217,13 @@ def test_send_request_adds_missing_via_and_rejects_misuse() -> None:
 def receive_invite(
     endpoint: SipEndpoint, now: float = 0.0, **kwargs: object
 ) -> tuple[Request, TransactionKey]:
-    invite = make_request("INVITE", **kwargs)  # type: ignore[arg-type]
+    return receive_request(endpoint, "INVITE", now, **kwargs)
+
+
+def receive_request(
+    endpoint: SipEndpoint, method: str, now: float = 0.0, **kwargs: object
+) -> tuple[Request, TransactionKey]:
+    invite = make_request(method, **kwargs)  # type: ignore[arg-type]
     endpoint.receive(wire(invite), ALICE, now=now)
     events = drain(endpoint)
     assert len(events) == 1 and isinstance(events[0], RequestReceived)
@@ -284,6 +293,43 @@ def test_server_invite_2xx_retransmitted_until_ack_then_timer_l() -> None:
     assert sent_codes(endpoint) == []
     assert drain(endpoint) == []  # ACK seen: no timeout reported
     assert endpoint.active_transactions == 0
+
+
+def test_an_answered_invite_transaction_is_freed_when_it_ends_not_when_its_old_timer_c_would_fire() -> None:
+    """Answering an INVITE replaces its 3-minute Timer C with Timer L (32 s); the endpoint's queue still
+    holds the Timer C entry until its time. The ended transactions must not live on through it: at
+    hundreds of calls a second that kept every call's two INVITE transactions for 3 minutes."""
+    endpoint = new_endpoint()
+    invite, server_key = receive_invite(endpoint)
+    endpoint.respond(server_key, build_response(invite, 180, to_tag="b1"), now=0.0)
+    endpoint.respond(server_key, build_response(invite, 200, to_tag="b1"), now=0.1)
+    server_tx = endpoint.server_transaction(server_key)
+    outgoing = make_request("INVITE", branch="z9hG4bKout")
+    client_key = endpoint.send_request(outgoing, BOB, now=0.0)
+    endpoint.receive(response_to(outgoing, 180), BOB, now=0.05)  # starts the client's Timer C
+    endpoint.receive(response_to(outgoing, 200), BOB, now=0.1)
+    client_tx = endpoint.client_transaction(client_key)
+    assert server_tx is not None and client_tx is not None
+    watched = [weakref.ref(server_tx), weakref.ref(client_tx)]
+    del server_tx, client_tx
+    ack = make_request("ACK", branch="z9hG4bKack", to_tag="b1")
+    endpoint.receive(wire(ack), ALICE, now=0.2)
+    drain(endpoint)
+    # A later transaction's timer comes before the stale Timer C entries, as on a busy node (some call's
+    # timer always does): they wait behind it.
+    options, options_key = receive_request(endpoint, "OPTIONS", now=30.0, branch="z9hG4bKopt")
+    endpoint.respond(options_key, build_response(options, 200), now=30.0)
+    endpoint.datagrams_to_send()
+    drain(endpoint)
+    gc.disable()  # freed by reference counting, not left for the collector
+    try:
+        fire_timers_until(endpoint, 0.1 + max(T.timer_l, T.timer_m) + 1.0)
+        assert endpoint.active_transactions == 1  # the OPTIONS one, waiting out Timer J
+        assert [ref() for ref in watched] == [None, None]
+    finally:
+        gc.enable()
+    fire_timers_until(endpoint, T.timer_c + 1.0)  # the stale entries go at their time, firing nothing
+    assert endpoint.get_timer() is None and endpoint.active_transactions == 0 and drain(endpoint) == []
 
 
 def test_server_invite_2xx_without_ack_reports_timer_l() -> None:
