@@ -566,9 +566,11 @@ async def rate_steps(
 ) -> list[CallStep]:
     task = ctx.task(f"{label}: rate steps", total=len(rates))
     results: list[CallStep] = []
-    for rate in rates:
+    for index, rate in enumerate(rates):
         calls = max(1, int(rate * step_seconds))
-        caller = f"{run_tag}{label[:3]}r{rate}"
+        # The step's number too: a rate offered twice (a soak, --param rates=150,150) gets a directory of
+        # its own.
+        caller = f"{run_tag}{label[:3]}s{index}r{rate}"
         step = await run_caller(
             target_port, rate, calls, hold_ms, caller, server_pids, ctx.workdir, node_id, http_port
         )
