@@ -413,13 +413,10 @@ def main() -> None:
 
     configure_logging("WARNING", "json")
     # The server's event loop (edge/cli.py), as under `uc-edge bench run call-cost`: the standalone run is
-    # what callgrind counts, and asyncio's own loop costs ~7 % more per call.
-    try:
-        import uvloop
-    except ImportError:
-        m = asyncio.run(measure(args.calls, args.warmup, args.concurrency, args.media, args.hold))
-    else:
-        m = uvloop.run(measure(args.calls, args.warmup, args.concurrency, args.media, args.hold))
+    # what callgrind counts, and asyncio's own loop costs ~10 % more per call.
+    import uvloop
+
+    m = uvloop.run(measure(args.calls, args.warmup, args.concurrency, args.media, args.hold))
     print(
         f"calls={m.calls} cpu={m.cpu_s:.3f}s wall={m.wall_s:.3f}s "
         f"per_call_cpu_us={m.cpu_s / m.calls * 1e6:.0f} "
