@@ -223,8 +223,8 @@ def receive_invite(
 def receive_request(
     endpoint: SipEndpoint, method: str, now: float = 0.0, **kwargs: object
 ) -> tuple[Request, TransactionKey]:
-    invite = make_request(method, **kwargs)  # type: ignore[arg-type]
-    endpoint.receive(wire(invite), ALICE, now=now)
+    request = make_request(method, **kwargs)  # type: ignore[arg-type]
+    endpoint.receive(wire(request), ALICE, now=now)
     events = drain(endpoint)
     assert len(events) == 1 and isinstance(events[0], RequestReceived)
     assert events[0].transaction is not None
