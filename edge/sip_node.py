@@ -89,6 +89,12 @@ class CredentialCache:
             return cached
         return None
 
+    def known_absent(self, username: str, realm: str) -> bool:
+        """True when a fresh entry says there is no such account (no lookup): call routing sends such a
+        number to a catch-all trunk at once, without a task to await the cache."""
+        cached = self.cached(username, realm)
+        return cached is not None and cached[1] is None
+
     async def _entry(self, username: str, realm: str) -> _CacheEntry:
         key = (username, realm)
         now = time.monotonic()
@@ -445,7 +451,13 @@ class SipNode:
             media=self.media,
             calls=PgCallRepository(self._calls_pool, node_id=s.node_id),
             cdrs=PgCdrRepository(self._cdr_pool, node_id=s.node_id),
-            router=CallRouter(config, location=location, credentials=credentials.lookup, rules=accounts),
+            router=CallRouter(
+                config,
+                location=location,
+                credentials=credentials.lookup,
+                known_absent=credentials.known_absent,
+                rules=accounts,
+            ),
             env=env,
             authenticator=self.authenticator,
             credentials=credentials.lookup,

@@ -92,6 +92,7 @@ from signaling.sip.invite import (
 from signaling.sip.message import Request, Response, cseq_of, from_tag, max_forwards, to_tag
 from signaling.sip.routing import DEFAULT_PORTS, TRANSPORTS, TransportAddress
 from signaling.sip.timers import DEFAULT_TIMERS, TimerSettings
+from storage.ids import random_hex, random_uuid4
 from storage.ports import LEG_TRANSITIONS, NewCall, NewCdr, NewLeg
 
 DEFAULT_MAX_FORWARDS = 70  # RFC 3261 8.1.1.6, for a request that arrived without the header
@@ -131,8 +132,8 @@ class CallEnvironment:
     local_addresses: Mapping[str, LocalAddress]
     to_datetime: Callable[[float], dt.datetime] = lambda now: dt.datetime.fromtimestamp(now, dt.UTC)
     timers: TimerSettings = DEFAULT_TIMERS
-    new_id: Callable[[], uuid.UUID] = uuid.uuid4
-    new_token: Callable[[], str] = lambda: uuid.uuid4().hex[:16]
+    new_id: Callable[[], uuid.UUID] = random_uuid4  # no getrandom system call per id (storage/ids.py)
+    new_token: Callable[[], str] = lambda: random_hex(16)
 
     def local_address(self, transport: str) -> LocalAddress:
         """Our address for requests over ``transport``. A transport without a listener of its own (WS/WSS

@@ -56,17 +56,22 @@ class WriteQueue:
     """
 
     def __init__(
-        self, write: Callable[[list[PersistAction]], Awaitable[None]], coalesce_seconds: float = 0.0
+        self,
+        write: Callable[[list[PersistAction]], Awaitable[None]],
+        coalesce_seconds: float = 0.0,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self._pending: list[PersistAction] = []
         self._task: asyncio.Task[None] | None = None
         self._write = write
         self._coalesce = coalesce_seconds
+        # Kept: asyncio's module functions look the loop up, and on 3.11 that is a getpid() system call.
+        self._loop = loop or asyncio.get_running_loop()
 
     def extend(self, actions: Sequence[PersistAction]) -> None:
         self._pending += actions
         if self._task is None:
-            self._task = asyncio.ensure_future(self._drain())
+            self._task = self._loop.create_task(self._drain())
 
     def put(self, action: PersistAction) -> None:
         self.extend([action])
@@ -82,7 +87,10 @@ class WriteQueue:
     async def _drain(self) -> None:
         try:
             if self._coalesce > 0:
-                await asyncio.sleep(self._coalesce)
+                # asyncio.sleep, without its loop lookup
+                woken = self._loop.create_future()
+                self._loop.call_later(self._coalesce, _wake, woken)
+                await woken
             while self._pending:
                 batch, self._pending = self._pending, []
                 await self._write(batch)  # handles its own errors
@@ -100,6 +108,11 @@ class WriteQueue:
         if self._task is not None:
             self._task.cancel()
         return dropped
+
+
+def _wake(sleeper: asyncio.Future[None]) -> None:
+    if not sleeper.done():  # cancelled meanwhile
+        sleeper.set_result(None)
 
 
 def unavailable(error: BaseException) -> bool:
@@ -219,9 +232,13 @@ class GroupCommit:
         self._waiting: list[_Part] = []
         self._running = 0
         self._overdue: asyncio.TimerHandle | None = None  # armed while writes wait behind a transaction
+        self._loop: asyncio.AbstractEventLoop | None = None  # the first submit's (one getpid(), not one each)
 
     async def submit(self, call_id: uuid.UUID, actions: list[PersistAction]) -> None:
-        part = _Part(call_id, actions, asyncio.get_running_loop().create_future())
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        part = _Part(call_id, actions, loop.create_future())
         self._waiting.append(part)
         self._start()
         await part.done
@@ -234,7 +251,8 @@ class GroupCommit:
             # They go with the group taken when a transaction in flight ends, or beside it if that
             # takes longer than spread_after_seconds.
             if self._overdue is None:
-                loop = asyncio.get_running_loop()
+                loop = self._loop
+                assert loop is not None  # set by the submit that queued the waiting parts
                 self._overdue = loop.call_later(self.spread_after_seconds, self._start_overdue)
             return
         if self._overdue is not None:
@@ -250,7 +268,9 @@ class GroupCommit:
     def _begin(self) -> None:
         self._running += 1
         # The group is taken when the task first runs: what other calls submit until then joins it.
-        asyncio.ensure_future(self._commit_next()).add_done_callback(self._finished)
+        loop = self._loop
+        assert loop is not None
+        loop.create_task(self._commit_next()).add_done_callback(self._finished)
 
     def _finished(self, _task: asyncio.Task[None]) -> None:
         self._running -= 1

@@ -65,47 +65,62 @@ class CallRouter:
         *,
         location: LocationStore,
         credentials: CredentialLookup | None = None,
+        known_absent: Callable[[str, str], bool] | None = None,
         rules: RoutingRuleSource | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.location = location
         self.credentials = credentials
+        # Whether (user, realm) is known, without waiting, to have no account here (a fresh negative entry
+        # of the credential cache): a call to a trunk's catch-all is then routed without a lookup.
+        self.known_absent = known_absent
         self.rules = rules
         self.clock = clock
 
-    def resolve_static(self, query: RouteQuery) -> Route | None:
-        """The route configuration alone decides (no user part, echo number, trunk prefix), or None when
-        :meth:`resolve` must look it up. Lets the shell place such calls without a task."""
+    def resolve_static(self, query: RouteQuery, depth: int = 0) -> Route | None:
+        """The route when it needs no lookup — no user part, echo number, trunk prefix, a domain not ours,
+        a user known to have no account here — or None when :meth:`resolve` must look it up. Lets the
+        shell place such calls without a task."""
         user = query.user
         if not user:
             return RouteReject(f"sip:{query.host.lower()}", 404, "not_found", "no user part")
-        if user in self.config.echo_numbers:
+        config = self.config
+        if user in config.echo_numbers:
             return RouteEcho(user)
-        trunk_route = self.config.trunk_for_user(user)
+        trunk_route = config.trunk_for_user(user)
         if trunk_route is not None and trunk_route[0].matches(user):
             return self._to_trunk(*trunk_route)
-        return None
-
-    async def resolve(self, query: RouteQuery, depth: int = 0) -> Route:
-        static = self.resolve_static(query)
-        if static is not None:
-            return static
-        config = self.config
-        user, host = query.user, query.host.lower()
-        trunk_route = config.trunk_for_user(user)
+        host = query.host.lower()
         if host not in config.local_domains and depth == 0 and query.from_trunk is None:
             # not our domain and no trunk prefix: we are not an open relay
             if trunk_route is not None:
                 return self._to_trunk(*trunk_route)
             return RouteReject(f"sip:{user}@{host}", 404, "not_found", "domain not served here")
+        if (
+            self.credentials is not None
+            and self.known_absent is not None
+            and self.known_absent(user, config.realm)
+        ):
+            return self._not_ours(user, trunk_route)
+        return None
+
+    def _not_ours(self, user: str, trunk_route: tuple[Trunk, str] | None) -> Route:
+        if trunk_route is not None:  # catch-all trunk: every number that is not ours
+            return self._to_trunk(*trunk_route)
+        return RouteReject(f"sip:{user}@{self.config.domain}", 404, "not_found", "no such user")
+
+    async def resolve(self, query: RouteQuery, depth: int = 0) -> Route:
+        static = self.resolve_static(query, depth)
+        if static is not None:
+            return static
+        config = self.config
+        user, host = query.user, query.host.lower()
         account_id: uuid.UUID | None = None
         if self.credentials is not None:
             found = await self.credentials(user, config.realm)
             if found is None:
-                if trunk_route is not None:  # catch-all trunk: every number that is not ours
-                    return self._to_trunk(*trunk_route)
-                return RouteReject(f"sip:{user}@{config.domain}", 404, "not_found", "no such user")
+                return self._not_ours(user, config.trunk_for_user(user))
             account_id = found.account_id
         if account_id is not None and self.rules is not None:
             for rule in await self.rules.rules_for(account_id):

@@ -149,17 +149,22 @@ class SerialQueue:
     rest. Order is kept either way, and a job still runs after the code that queued it has returned.
     """
 
-    def __init__(self, on_error: Callable[[BaseException], None]) -> None:
+    def __init__(
+        self, on_error: Callable[[BaseException], None], loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
         self._pending: collections.deque[Callable[[], Coroutine[Any, Any, None]]] = collections.deque()
         self._task: asyncio.Task[None] | None = None
         self._scheduled = False
         self._on_error = on_error
+        # Kept, not asked for per job: on Python 3.11 asyncio.get_running_loop() makes a getpid() system
+        # call (its fork check) every time, and the media queue of every call is used several times.
+        self._loop = loop or asyncio.get_running_loop()
 
     def put(self, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
         self._pending.append(job)
         if self._task is None and not self._scheduled:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._run_ready)
+            self._loop.call_soon(self._run_ready)
 
     @property
     def idle(self) -> bool:
@@ -181,7 +186,7 @@ class SerialQueue:
                 self._on_error(error)
                 continue
             resumed = _Resumed(coroutine, pending)
-            self._task = task = asyncio.get_running_loop().create_task(self._drain(resumed), context=context)
+            self._task = task = self._loop.create_task(self._drain(resumed), context=context)
             task.add_done_callback(functools.partial(self._task_done, resumed))
 
     def _task_done(self, resumed: _Resumed, task: asyncio.Task[None]) -> None:
@@ -532,10 +537,14 @@ class CallControlService:
         running = _Running(
             call,
             call_id_text,
-            SerialQueue(self._media_error(context)),
+            SerialQueue(self._media_error(context), self.hub.loop),
             # The queue's writer knows the call by id and log context, not by ``running``, which holds the
             # queue: no reference cycle to wait for the garbage collector after the call.
-            WriteQueue(functools.partial(self._write, context, call.call_id), self.write_coalesce_seconds),
+            WriteQueue(
+                functools.partial(self._write, context, call.call_id),
+                self.write_coalesce_seconds,
+                self.hub.loop,
+            ),
             context,
         )
         self._running[call.call_id] = running
@@ -670,7 +679,7 @@ class CallControlService:
     # ------------------------------------------------------------------ async work
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(coroutine)
+        task = self.hub.loop.create_task(coroutine)  # not ensure_future: no loop lookup (getpid) per task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from storage.events.catalogue import (
     route_of,
 )
 from storage.events.validation import EventValidationError, validate_built_event, validate_event
+from storage.ids import random_uuid4_text
 
 
 def format_timestamp(moment: dt.datetime) -> str:
@@ -78,7 +78,7 @@ def assemble_event(
     """
     route = route_of(event_type)
     envelope: dict[str, Any] = {
-        "event_id": _new_event_id() if event_id is None else str(event_id),
+        "event_id": random_uuid4_text() if event_id is None else str(event_id),
         "type": route.value,
         "schema_version": CURRENT_SCHEMA_VERSION[route.event_type],
         "occurred_at": format_timestamp(occurred_at or dt.datetime.now(dt.UTC)),
@@ -91,43 +91,6 @@ def assemble_event(
     if conf_session_id is not None:
         envelope["conf_session_id"] = conf_session_id
     return envelope
-
-
-# Bits uuid.UUID(version=4) overwrites: the version nibble (4) and the variant bits (RFC 4122).
-_UUID4_FIXED_BITS = (0xF000 << 64) | (0xC000 << 48)
-_UUID4_SET_BITS = (4 << 76) | (0x8000 << 48)
-
-
-class _RandomPool:
-    """Bytes from ``os.urandom`` read 4 KiB (256 event ids) at a time: a call writes ~13 events, and one
-    ``getrandom`` system call per id showed in profiles. A forked child starts a pool of its own. (The SIP
-    identifiers have the same in signaling/sip/message.py, which storage does not import.)"""
-
-    def __init__(self) -> None:
-        self._pool = b""
-        self._at = 0
-        os.register_at_fork(after_in_child=self.reset)
-
-    def reset(self) -> None:
-        self._pool, self._at = b"", 0
-
-    def take16(self) -> bytes:
-        at = self._at
-        if at + 16 > len(self._pool):
-            self._pool, at = os.urandom(4096), 0
-        self._at = at + 16
-        return self._pool[at : at + 16]
-
-
-_random = _RandomPool()
-
-
-def _new_event_id() -> str:
-    """``str(uuid.uuid4())``, the same random version-4 UUID, without building the ``UUID`` object on the
-    way (its constructor and ``__str__`` are most of what an event id cost)."""
-    value = int.from_bytes(_random.take16()) & ~_UUID4_FIXED_BITS | _UUID4_SET_BITS
-    digits = f"{value:032x}"
-    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
 @dataclass(frozen=True)

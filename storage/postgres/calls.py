@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 
 from storage.events import outbox_entry
+from storage.ids import random_uuid4
 from storage.kafka.outbox_writer import write_outbox
 from storage.ports import (
     CallLeg,
@@ -128,7 +129,7 @@ class CallWriter:
         repo = self._repo
         started_at = _utc(call.started_at or repo._clock())
         call_rules.check_at("start", started_at, started_at)
-        call_id = call.call_id or uuid.uuid4()
+        call_id = call.call_id or random_uuid4()
         if call_id in self._calls:
             raise ConflictError(f"call {call_id} already exists")
         session = call_rules.new_session(call, call_id, repo._node_id, started_at)
@@ -144,7 +145,7 @@ class CallWriter:
         started_at = call_rules.check_at(
             "leg start", _utc(leg.started_at or self._repo._clock()), call.started_at
         )
-        leg_id = leg.leg_id or uuid.uuid4()
+        leg_id = leg.leg_id or random_uuid4()
         if leg_id in self._legs:
             raise ConflictError(f"leg {leg_id} already exists")
         created = call_rules.new_leg(leg, leg_id, call_id, started_at)
@@ -230,7 +231,7 @@ class CallWriter:
         if leg_id is not None and await self._leg(leg_id, call_id) is None:
             raise NotFoundError(f"leg {leg_id} is not a leg of call {call_id}")
         # Inserted by flush(): a step already stored for this target fails there (ConflictError).
-        attempt = RoutingAttempt(uuid.uuid4(), call_id, step, target, result, sip_status, leg_id, when)
+        attempt = RoutingAttempt(random_uuid4(), call_id, step, target, result, sip_status, leg_id, when)
         self._new_attempts.append(attempt)
         self.events.append(domain_events.call_routing_attempted(call, attempt, self._repo._node_id))
         return attempt

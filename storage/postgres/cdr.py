@@ -10,6 +10,7 @@ from decimal import Decimal
 import asyncpg
 
 from storage.events import DEFAULT_TOPICS, EventTopics, OutboxEntry, outbox_entry
+from storage.ids import random_uuid4
 from storage.kafka.outbox_writer import write_outbox
 from storage.ports import (
     BillingPlan,
@@ -146,7 +147,7 @@ class PgCdrRepository(EventedRepository):
         for cdr in cdrs:
             plan = plans.get(cdr.account_id) if cdr.account_id is not None else None
             rating = self._rater.rate(cdr, plan)
-            cdr_id = uuid.uuid4()
+            cdr_id = random_uuid4()
             ids.append(cdr_id)
             args.append(
                 (

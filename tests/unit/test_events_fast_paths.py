@@ -17,7 +17,6 @@ from storage.events import (
     make_event,
     outbox_entry,
 )
-from storage.events.builder import _new_event_id
 from storage.events.catalogue import as_event_type, route_of
 from storage.events.examples import example_payload
 from storage.events.validation import EventValidationError
@@ -25,20 +24,6 @@ from storage.kafka.outbox_writer import _events_json
 from storage.postgres.domain_events import RecentTexts
 
 KEY = "3f2c1b0a-9d8e-4f7a-8b6c-5d4e3f2a1b0c"
-
-
-def test_new_event_ids_are_random_version_4_uuids_in_canonical_text() -> None:
-    ids = [_new_event_id() for _ in range(2000)]
-    assert len(set(ids)) == len(ids)
-    union, common = 0, (1 << 128) - 1
-    for text in ids:
-        parsed = uuid.UUID(text)
-        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
-        union, common = union | parsed.int, common & parsed.int
-    # Only the version and variant bits are fixed (as uuid.uuid4() fixes them); every other bit varies.
-    fixed = (0xF000 << 64) | (0xC000 << 48)
-    assert union | fixed == (1 << 128) - 1
-    assert common == uuid.UUID(int=(4 << 76) | (0x8000 << 48)).int
 
 
 def test_a_given_event_id_is_kept() -> None:
