@@ -332,6 +332,32 @@ def test_an_answered_invite_transaction_is_freed_when_it_ends_not_when_its_old_t
     assert endpoint.get_timer() is None and endpoint.active_transactions == 0 and drain(endpoint) == []
 
 
+def test_stale_timer_entries_are_compacted_and_every_live_timer_still_fires() -> None:
+    """Each answered INVITE leaves a stale Timer C entry (3 minutes) queued behind the live Timer L ones.
+    The queue drops them in bulk once they would outnumber half the live entries, so it stays near what
+    is live instead of holding minutes of dead entries, and no live timer is lost on the way."""
+    endpoint = new_endpoint()
+    calls = 3_000
+    keys = []
+    for n in range(calls):
+        now = n * 0.002  # 500 calls/s
+        invite, key = receive_invite(endpoint, now, branch=f"z9hG4bKc{n}", call_id=f"c{n}@test")
+        endpoint.respond(key, build_response(invite, 200, to_tag=f"b{n}"), now=now)
+        keys.append(key)
+        live = endpoint.active_transactions
+        assert endpoint.queued_timers <= max(1024, live + live // 2) + 1
+    endpoint.datagrams_to_send()
+    drain(endpoint)
+    assert endpoint.stats.timer_compactions >= 2
+    assert endpoint.queued_timers < calls * 2  # without compaction: one stale and one live entry per call
+    fire_timers_until(endpoint, T.timer_c + 10.0)
+    events = drain(endpoint)
+    timed_out = [e.transaction for e in events if isinstance(e, TransactionTimeout) and e.timer == "L"]
+    # every answered INVITE without an ACK timed out by its Timer L: each live timer fired, and once
+    assert sorted(timed_out, key=str) == sorted(keys, key=str)
+    assert endpoint.active_transactions == 0 and endpoint.get_timer() is None
+
+
 def test_server_invite_2xx_without_ack_reports_timer_l() -> None:
     endpoint = new_endpoint()
     invite, key = receive_invite(endpoint)
