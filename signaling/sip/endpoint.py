@@ -373,7 +373,7 @@ class SipEndpoint:
     def _compact_timers(self) -> None:
         """Drop the stale entries. Answering an INVITE leaves its 3-minute Timer C entry queued behind
         the live 32-second ones: at 500 calls/s that was ~180,000 stale entries (a tuple and a weak
-        reference each, walked by every older-generation collection: a 350 ms pause) and ~15 MB. Run when
+        reference each: ~10 MB, and part of what every older-generation collection walks). Run when
         the queue has grown by half its live entries since the last compaction, so each costs O(queue)
         and is paid for by as many stale entries: O(1) per entry, the queue at most ~1.5x what is live.
         An entry is kept while its transaction is alive and still scheduled at that deadline: a live
@@ -393,7 +393,7 @@ class SipEndpoint:
 
     @property
     def queued_timers(self) -> int:
-        """Timer entries queued, stale ones included (bounded by the compaction; for tests and metrics)."""
+        """Timer entries queued, stale ones included (bounded by the compaction)."""
         return len(self._fifo) + len(self._heap)
 
     def _next_entry(self) -> _TimerEntry | None:
