@@ -122,9 +122,10 @@ StatelessResponder = Callable[[Request, TransportAddress], Response | None]
 """``(request, source) -> response`` to send without a transaction, or None to go on statefully."""
 # Deadline, sequence (ties: transactions are never compared), the transaction. Weakly: an entry goes
 # stale when its transaction's deadline moves (Timer C's 3 minutes, replaced by Timer L's 32 s when the
-# INVITE is answered) and stays queued until its time comes, and a strong reference kept each finished
-# INVITE transaction, its key and its address alive for those 3 minutes (~180 s x 2 per call, ~80 MB at
-# 150 calls/s, walked by the older GC generations) instead of letting it go when it is forgotten.
+# INVITE is answered) and stays queued until its time comes or a compaction drops it; a strong reference
+# kept each finished INVITE transaction, its key and its address alive for those 3 minutes (~180 s x 2
+# per call, ~80 MB at 150 calls/s, walked by the older GC generations) instead of letting it go when it
+# is forgotten.
 _TimerEntry = tuple[float, int, "weakref.ReferenceType[Transaction]"]
 _COMPACT_MIN = 1024  # queue size below which stale timer entries are left to come up on their own
 _TERMINATED = TransactionState.TERMINATED  # ``tx.terminated`` without a property call on the hot paths
