@@ -668,7 +668,8 @@ async def wait_for_events(ctx: SuiteContext, node_id: str) -> float | None:
             conn = await asyncpg.connect(CALLS_DSN.rsplit("/", 1)[0] + "/" + database)
             try:
                 unsent += await conn.fetchval(
-                    "SELECT count(*) FROM outbox WHERE sent_at IS NULL AND envelope->>'node_id' = $1", node_id
+                    "SELECT count(*) FROM outbox_events WHERE sent_at IS NULL AND envelope->>'node_id' = $1",
+                    node_id,
                 )
             finally:
                 await conn.close()

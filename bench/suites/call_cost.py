@@ -308,7 +308,12 @@ async def _drop_unrelayed_events(node: str) -> None:
     for database in ("uc_calls", "uc_cdr"):
         conn = await asyncpg.connect(DSN + database)
         try:
-            await conn.execute("DELETE FROM outbox WHERE sent_at IS NULL AND envelope->>'node_id' = $1", node)
+            # A row holds one transaction's events, all of one node (this process).
+            await conn.execute(
+                "DELETE FROM outbox WHERE id IN (SELECT outbox_id FROM outbox_events"
+                " WHERE sent_at IS NULL AND envelope->>'node_id' = $1)",
+                node,
+            )
         finally:
             await conn.close()
 

@@ -10,16 +10,19 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 class RelayMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         registry = registry if registry is not None else REGISTRY
-        self.backlog = Gauge("uc_outbox_backlog", "Unsent outbox rows.", ["domain"], registry=registry)
+        self.backlog = Gauge("uc_outbox_backlog", "Unsent outbox events.", ["domain"], registry=registry)
         self.lag_seconds = Gauge(
-            "uc_outbox_lag_seconds", "Age of the oldest unsent outbox row.", ["domain"], registry=registry
+            "uc_outbox_lag_seconds",
+            "Age of the oldest unsent outbox row (events).",
+            ["domain"],
+            registry=registry,
         )
         self.published = Counter(
-            "uc_outbox_published", "Outbox rows acknowledged by Kafka.", ["domain"], registry=registry
+            "uc_outbox_published", "Outbox events acknowledged by Kafka.", ["domain"], registry=registry
         )
         self.purged = Counter(
             "uc_outbox_purged",
-            "Sent outbox rows deleted after the retention (sent_retention_seconds).",
+            "Sent outbox rows (a transaction each) deleted after the retention (sent_retention_seconds).",
             ["domain"],
             registry=registry,
         )

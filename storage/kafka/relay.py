@@ -6,16 +6,19 @@ databases at once. A cycle claims a batch under a lease (``claimed_by``/``claime
 sent. A relay that dies mid-batch leaves leased rows that any relay reclaims once the lease runs out; rows
 published but not yet marked are then published again (at-least-once: consumers deduplicate by event id).
 
-Order per key: rows of a key are published in ``id`` order. The claim skips any row whose key has an
-earlier unsent row outside the batch (see ``sql/outbox.sql``), so two relays never hold rows of one key at
-the same time, and after a failed send only the acknowledged prefix of each key is marked sent.
+A row holds the events one writing transaction stored, in order (``events``, with their distinct
+``partition_keys``): the relay claims, leases and deletes rows, and publishes each event as a message.
+
+Order per key: the events of a key are published in row ``id`` order, and in their order within a row. The
+claim skips any row sharing a key with an earlier unsent row outside the batch (see :func:`claimable`), so
+two relays never hold events of one key at the same time; after a failed send only the acknowledged prefix
+of each key counts as sent, and a row sent in part keeps the events still to publish.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import operator
 import os
 import random
 import secrets
@@ -24,10 +27,11 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import asyncpg
+import orjson
 import structlog
 from aiokafka.errors import KafkaError
 
@@ -55,7 +59,13 @@ NOTIFY_CHANNEL = "uc_outbox"
 # table is analysed again; planned while the outbox was nearly empty, it scans the whole table (sent rows
 # included) per claim or per marked row, seconds to minutes a batch on a full one. Planning each run
 # instead costs well under a millisecond and follows the table's real size.
-RELAY_SERVER_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
+#
+# JIT off: the claim turns nested loops off (sql/outbox.sql), which adds the planner's "disabled" cost to
+# any plan that must still use one, and a cost that high makes PostgreSQL JIT-compile the query. A first
+# claim_ids that split the rows' events with a lateral function scan (a nested loop by nature) spent
+# 70-130 ms per claim of ~1,000 events compiling, where running it took ~10 ms. No relay statement is
+# long enough for JIT to pay.
+RELAY_SERVER_SETTINGS = {"plan_cache_mode": "force_custom_plan", "jit": "off"}
 
 # Errors a relay cycle survives by backing off: the database or the broker is away or refused a request.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -81,7 +91,10 @@ class RelayConfig:
     relay_id: str = field(
         default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
     )
+    # Events a claim takes at most (whole rows: the row that reaches it is taken entire, so at least one),
+    # from at most claim_rows rows (each the events of one transaction: one call's, or a group commit's).
     batch_size: int = 1000
+    claim_rows: int = 200
     lease_seconds: float = 60.0
     poll_interval_seconds: float = 1.0
     backoff_initial_seconds: float = 0.2
@@ -119,6 +132,8 @@ class RelayConfig:
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.claim_rows < 1:
+            raise ValueError(f"claim_rows must be >= 1, got {self.claim_rows}")
         if self.batches_in_flight < 1:
             raise ValueError(f"batches_in_flight must be >= 1, got {self.batches_in_flight}")
         if self.wake_linger_seconds < 0:
@@ -131,13 +146,12 @@ class RelayConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class ClaimedRow:
-    id: int
+class OutboxEvent:
     event_id: str
     topic: str
     partition_key: str
     event_type: str
-    envelope: str
+    envelope: str  # its JSON as the writer printed it (orjson, compact): published as is
 
     def message(self) -> OutboundMessage:
         return OutboundMessage(
@@ -148,20 +162,93 @@ class ClaimedRow:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class ClaimedRow:
+    id: int
+    events: tuple[OutboxEvent, ...]
+
+    @property
+    def partition_keys(self) -> set[str]:
+        return {event.partition_key for event in self.events}
+
+
+def events_json(events: Sequence[OutboxEvent]) -> str:
+    """``events`` in the outbox's ``events`` form (what ``release_unsent`` writes back), envelopes as is."""
+    return orjson.dumps(
+        [(e.event_id, e.topic, e.partition_key, e.event_type, orjson.Fragment(e.envelope)) for e in events]
+    ).decode()
+
+
+class ClaimCandidate(NamedTuple):
+    id: int
+    partition_keys: Sequence[str]
+    event_count: int
+    free: bool  # unsent, unleased and not locked: the claim may take it; else held by someone else
+
+
+def claimable(rows: Sequence[ClaimCandidate]) -> list[int]:
+    """The ids to lease among ``rows`` (the free candidates of a claim and the held rows below them).
+
+    A free row is taken only if no earlier row it shares a key with stays behind: a held row, or a free
+    row not taken (it may hold events of a key that a later row's events must follow). A row sent in part
+    holds the unsent events of its keys, a rejected one waits, and the blocking passes on through the keys
+    of every row left behind."""
+    blocked: set[str] = set()
+    taken: list[int] = []
+    for row in sorted(rows, key=_candidate_id):
+        if row.free and blocked.isdisjoint(row.partition_keys):
+            taken.append(row.id)
+        else:
+            blocked.update(row.partition_keys)
+    return taken
+
+
 # Called with the published rows before they are marked sent (tests use it to simulate a crash there).
 AfterPublishHook = Callable[[Sequence[ClaimedRow]], Awaitable[None]]
 
 
-def acknowledged_prefix(rows: Sequence[ClaimedRow], outcomes: Sequence[BaseException | None]) -> list[int]:
-    """Ids safe to mark sent: acknowledged rows with no failed earlier row of the same key in the batch."""
+@dataclass(slots=True)
+class Settlement:
+    """What a batch's outcomes (one per event, in order) make of its rows."""
+
+    sent: list[ClaimedRow] = field(default_factory=list)  # every event acknowledged, none behind a failure
+    # (row, events acknowledged, events to publish again, their outcomes): a row not wholly sent
+    unsent: list[tuple[ClaimedRow, list[OutboxEvent], list[OutboxEvent], list[BaseException | None]]] = field(
+        default_factory=list
+    )
+
+    @property
+    def events_sent(self) -> int:
+        return sum(len(row.events) for row in self.sent) + sum(len(done) for _, done, _, _ in self.unsent)
+
+
+def settle(rows: Sequence[ClaimedRow], outcomes: Sequence[BaseException | None]) -> Settlement:
+    """Sort the events into sent and to publish again: an event counts as sent only when it and every
+    earlier event of its key in the batch were acknowledged (a later one that reached Kafka after an
+    earlier one failed is published again after it: at-least-once, in order)."""
+    if len(outcomes) != sum(len(row.events) for row in rows):
+        raise ValueError(f"{len(outcomes)} outcomes for {sum(len(row.events) for row in rows)} events")
     failed_keys: set[str] = set()
-    sent: list[int] = []
-    for row, outcome in zip(rows, outcomes, strict=True):
-        if outcome is None and row.partition_key not in failed_keys:
-            sent.append(row.id)
+    settlement = Settlement()
+    position = 0
+    for row in rows:
+        done: list[OutboxEvent] = []
+        again: list[OutboxEvent] = []
+        why: list[BaseException | None] = []
+        for event in row.events:
+            outcome = outcomes[position]
+            position += 1
+            if outcome is None and event.partition_key not in failed_keys:
+                done.append(event)
+            else:
+                failed_keys.add(event.partition_key)
+                again.append(event)
+                why.append(outcome)
+        if again:
+            settlement.unsent.append((row, done, again, why))
         else:
-            failed_keys.add(row.partition_key)
-    return sent
+            settlement.sent.append(row)
+    return settlement
 
 
 class OutboxRelay:
@@ -190,6 +277,7 @@ class OutboxRelay:
         self._vacuum_task: asyncio.Task[None] | None = None
         self._purge_task: asyncio.Task[int] | None = None
         self.published_total = 0
+        self._claim_was_full = False  # the last claim stopped at claim_rows, not for want of rows
 
     @property
     def keeps_no_history(self) -> bool:
@@ -237,13 +325,13 @@ class OutboxRelay:
         sent, claimed = await self.relay_batch()
         if claimed == 0:
             return 0
-        if claimed < self.config.batch_size:
+        if claimed < self.config.batch_size and not self._claim_was_full:
             self._wakeup.set()
             return sent
         return sent + await self.drain()
 
     async def drain(self) -> int:
-        """Relay batches until nothing is claimable; returns the number of rows marked sent.
+        """Relay batches until nothing is claimable; returns the number of events sent.
 
         Up to ``batches_in_flight`` batches are published at once (claiming and marking overlap the
         broker's acknowledgements). Order per key still holds: a batch holds rows of a key only when no
@@ -282,28 +370,31 @@ class OutboxRelay:
         return total
 
     async def relay_batch(self) -> tuple[int, int]:
-        """Claim, publish and mark one batch: ``(rows marked sent, rows claimed)``.
+        """Claim, publish and settle one batch: ``(events sent, events claimed)``.
 
         When the broker is unreachable the unsent rows are released and the error raised (the caller
-        backs off). Rows the broker rejects (too large…) wait ``rejected_retry_seconds``, blocking only
-        their own key, and the relay goes on with the other keys.
+        backs off). Events the broker rejects (too large…) wait ``rejected_retry_seconds`` in their row,
+        blocking only the keys that row still holds, and the relay goes on with the other keys.
         """
         pool = await self._ensure_pool()
         rows = await self._claim_or_release(pool)
         if not rows:
             return 0, 0
+        claimed = sum(len(row.events) for row in rows)
         sending_since = time.monotonic()
         try:
-            outcomes = await self.publisher.send_in_order([row.message() for row in rows])
+            outcomes = await self.publisher.send_in_order(
+                [event.message() for row in rows for event in row.events]
+            )
         except PublisherUnavailable as exc:
             # Shielded: a relay stopped while it hands the rows back still hands them all back.
-            await asyncio.shield(self._release(pool, [(row.id, str(exc)) for row in rows], retry_after=0))
+            await asyncio.shield(self._release(pool, [(row, str(exc), None) for row in rows], retry_after=0))
             raise
         except asyncio.CancelledError:
             # Stopping mid-send: hand the rows back now rather than at lease expiry. Some may have reached
             # Kafka already; they are published again (at-least-once).
             with contextlib.suppress(*TRANSIENT_ERRORS):
-                await asyncio.shield(self._release(pool, [(row.id, None) for row in rows], retry_after=0))
+                await asyncio.shield(self._release(pool, [(row, None, None) for row in rows], retry_after=0))
             raise
         sending = time.monotonic() - sending_since
         if sending > SLOW_PUBLISH_SECONDS:
@@ -314,20 +405,28 @@ class OutboxRelay:
                 domain=self.config.domain,
                 relay_id=self.config.relay_id,
                 rows=len(rows),
+                events=claimed,
                 seconds=round(sending, 3),
-                topics=sorted({row.topic for row in rows}),
+                topics=sorted({event.topic for row in rows for event in row.events}),
             )
-        sent_ids = acknowledged_prefix(rows, outcomes)
+        settlement = settle(rows, outcomes)
         if self.after_publish is not None:
-            sent = set(sent_ids)
-            await self.after_publish([row for row in rows if row.id in sent])
-        if sent_ids:
-            await pool.execute(SQL["delete_sent" if self.keeps_no_history else "mark_sent"], sent_ids)
-            self._metrics.published.labels(self.config.domain).inc(len(sent_ids))
-            self.published_total += len(sent_ids)
-        if len(sent_ids) < len(rows):
-            await self._handle_unsent(pool, rows, outcomes, set(sent_ids))
-        return len(sent_ids), len(rows)
+            await self.after_publish(settlement.sent)
+        if settlement.sent:
+            await pool.execute(
+                SQL["delete_sent" if self.keeps_no_history else "mark_sent"],
+                [row.id for row in settlement.sent],
+            )
+            # Counted before _handle_unsent, which raises after a broker error.
+            self._count_published(sum(len(row.events) for row in settlement.sent))
+        if settlement.unsent:
+            await self._handle_unsent(pool, settlement)  # counts the parts sent once their rows are rewritten
+        return settlement.events_sent, claimed
+
+    def _count_published(self, events: int) -> None:
+        if events:
+            self._metrics.published.labels(self.config.domain).inc(events)
+            self.published_total += events
 
     async def _claim_or_release(self, pool: asyncpg.Pool) -> list[ClaimedRow]:
         """:meth:`claim`, finished even when the relay is stopped meanwhile: a claim cancelled while its
@@ -340,38 +439,50 @@ class OutboxRelay:
             with contextlib.suppress(Exception):
                 rows = await claim
                 if rows:
-                    await self._release(pool, [(row.id, None) for row in rows], retry_after=0)
+                    await self._release(pool, [(row, None, None) for row in rows], retry_after=0)
             raise
 
-    async def _handle_unsent(
-        self,
-        pool: asyncpg.Pool,
-        rows: Sequence[ClaimedRow],
-        outcomes: Sequence[BaseException | None],
-        sent_ids: set[int],
-    ) -> None:
-        pairs = zip(rows, outcomes, strict=True)
-        unsent = [(row, outcome) for row, outcome in pairs if row.id not in sent_ids]
-        errors = [outcome for _, outcome in unsent if outcome is not None]
+    async def _handle_unsent(self, pool: asyncpg.Pool, settlement: Settlement) -> None:
+        """Hand back the rows not wholly sent, each keeping only the events still to publish.
+
+        A broker error (not a rejection of the message itself) hands them back at once and is raised: the
+        cycle backs off. Otherwise they were rejected (or not attempted behind a rejection of their key)
+        and wait ``rejected_retry_seconds``."""
+        errors = [outcome for *_, why in settlement.unsent for outcome in why if outcome is not None]
         broker_errors = [e for e in errors if not isinstance(e, (*MESSAGE_REJECTIONS, NotAttempted))]
-        released = [(row.id, _describe(outcome) if outcome is not None else None) for row, outcome in unsent]
+        released: list[tuple[ClaimedRow, str | None, str | None]] = []
+        for row, done, again, why in settlement.unsent:
+            first = next((_describe(outcome) for outcome in why if outcome is not None), None)
+            released.append((row, first, events_json(again) if done else None))
+            if done and not self.keeps_no_history:
+                # The sent part stays in the history as a row of its own; the row keeps the rest.
+                await pool.execute(SQL["insert_sent_part"], events_json(done), row.id)
+        parts_sent = sum(len(done) for _, done, _, _ in settlement.unsent)
         if broker_errors:
             await self._release(pool, released, retry_after=0)
-            first = broker_errors[0]
-            raise first if isinstance(first, TRANSIENT_ERRORS) else KafkaError(_describe(first))
+            self._count_published(parts_sent)
+            first_error = broker_errors[0]
+            raise (
+                first_error
+                if isinstance(first_error, TRANSIENT_ERRORS)
+                else KafkaError(_describe(first_error))
+            )
         await self._release(pool, released, retry_after=self.config.rejected_retry_seconds)
-        for row, outcome in unsent:
-            if isinstance(outcome, MESSAGE_REJECTIONS):
-                self._metrics.failures.labels(self.config.domain, type(outcome).__name__).inc()
-                log.error(
-                    "outbox row rejected by Kafka; its key waits",
-                    domain=self.config.domain,
-                    outbox_id=row.id,
-                    event_id=row.event_id,
-                    partition_key=row.partition_key,
-                    error=_describe(outcome),
-                    retry_in_s=self.config.rejected_retry_seconds,
-                )
+        self._count_published(parts_sent)
+        for row, _, again, why in settlement.unsent:
+            for event, outcome in zip(again, why, strict=True):
+                if isinstance(outcome, MESSAGE_REJECTIONS):
+                    self._metrics.failures.labels(self.config.domain, type(outcome).__name__).inc()
+                    log.error(
+                        "outbox event rejected by Kafka; its key waits",
+                        domain=self.config.domain,
+                        outbox_id=row.id,
+                        event_id=event.event_id,
+                        event_type=event.event_type,
+                        partition_key=event.partition_key,
+                        error=_describe(outcome),
+                        retry_in_s=self.config.rejected_retry_seconds,
+                    )
 
     def wake(self) -> None:
         self._wakeup.set()
@@ -417,17 +528,25 @@ class OutboxRelay:
         self._wakeup.set()
 
     async def claim(self, pool: asyncpg.Pool | None = None) -> list[ClaimedRow]:
-        """Lease the next publishable rows (see ``claim_batch`` in ``sql/outbox.sql``), in id order."""
+        """Lease the next publishable rows (``claim_candidates`` in ``sql/outbox.sql``, then
+        :func:`claimable`), in id order, their events in order."""
         if pool is None:
             pool = await self._ensure_pool()
+        config = self.config
         async with pool.acquire() as conn:
-            # Three round trips (BEGIN with the claim lock, the claim, COMMIT) rather than four: the
+            # Four round trips (BEGIN with the claim lock, the candidates, the lease, COMMIT): the
             # transaction is opened by hand because conn.transaction() spends a round trip on BEGIN alone.
             try:
                 await conn.execute(SQL["begin_serialized_claim"])
-                config = self.config
-                records = await conn.fetch(
-                    SQL["claim_batch"], config.relay_id, config.batch_size, config.lease_seconds
+                found = await conn.fetch(SQL["claim_candidates"], config.claim_rows, config.batch_size)
+                candidates = [ClaimCandidate(*record) for record in found]
+                ids = claimable(candidates)
+                # Cut short by claim_rows (many small rows): more may be waiting, as after a full batch.
+                self._claim_was_full = sum(c.free for c in candidates) >= config.claim_rows
+                records = (
+                    await conn.fetch(SQL["claim_ids"], config.relay_id, ids, config.lease_seconds)
+                    if ids
+                    else []
                 )
             except BaseException:
                 if conn.is_in_transaction():
@@ -437,27 +556,32 @@ class OutboxRelay:
             await conn.execute("COMMIT")
         rows = [
             ClaimedRow(
-                id=r["id"],
-                event_id=r["event_id"],  # text: no UUID built and printed per row
-                topic=r["topic"],
-                partition_key=r["partition_key"],
-                event_type=r["event_type"],
-                envelope=r["envelope"],
+                row_id,
+                tuple(
+                    OutboxEvent(event_id, topic, key, event_type, orjson.dumps(envelope).decode())
+                    for event_id, topic, key, event_type, envelope in orjson.loads(events)
+                ),
             )
-            for r in records
+            for row_id, events in records
         ]
         rows.sort(key=_row_id)  # UPDATE ... RETURNING has no defined order
         return rows
 
     async def _release(
-        self, pool: asyncpg.Pool, rows: Sequence[tuple[int, str | None]], *, retry_after: float
+        self,
+        pool: asyncpg.Pool,
+        rows: Sequence[tuple[ClaimedRow, str | None, str | None]],
+        *,
+        retry_after: float,
     ) -> None:
+        """Hand ``(row, error, events still to publish or None for all)`` back to any relay."""
         await pool.execute(
             SQL["release_unsent"],
             self.config.relay_id,
-            [row_id for row_id, _ in rows],
-            [error for _, error in rows],
+            [row.id for row, _, _ in rows],
+            [error for _, error, _ in rows],
             retry_after,
+            [events for _, _, events in rows],
         )
 
     async def _housekeeping(self) -> None:
@@ -548,7 +672,7 @@ class OutboxRelay:
             )
 
     async def refresh_metrics(self) -> tuple[int, float]:
-        """Update backlog and lag gauges; returns ``(unsent rows, age of oldest unsent in s)``."""
+        """Update backlog and lag gauges; returns ``(unsent events, age of oldest unsent in s)``."""
         pool = await self._ensure_pool()
         record = await pool.fetchrow(SQL["backlog"])
         assert record is not None
@@ -565,7 +689,12 @@ class OutboxRelay:
         self._wakeup.clear()
 
 
-_row_id = operator.attrgetter("id")
+def _candidate_id(row: ClaimCandidate) -> int:
+    return row.id
+
+
+def _row_id(row: ClaimedRow) -> int:
+    return row.id
 
 
 def with_server_settings(dsn: str, settings: Mapping[str, str]) -> str:

@@ -130,7 +130,7 @@ async def open_pool(dsn: str) -> asyncpg.Pool:
     return pool
 
 
-# ---- shared by the relational-domain contract tests: a settable clock and the outbox as rows ----
+# ---- shared by the relational-domain contract tests: a settable clock and the outbox's events ----
 
 START = dt.datetime(2025, 3, 1, 12, 0, 0, tzinfo=dt.UTC)
 
@@ -149,8 +149,11 @@ class StepClock:
         return self.now
 
 
-async def outbox_rows(source: MemoryOutbox | asyncpg.Pool) -> list[dict[str, Any]]:
-    """Outbox rows as dicts (topic, partition_key, event_type, envelope) in publication order."""
+async def outbox_events(source: MemoryOutbox | asyncpg.Pool) -> list[dict[str, Any]]:
+    """Outbox events as dicts (topic, partition_key, event_type, envelope) in publication order.
+
+    PostgreSQL: the ``outbox_events`` view, by outbox row (one per writing transaction) then position in
+    the row; each envelope's ``event_id`` is checked against the event's own."""
     if isinstance(source, MemoryOutbox):
         return [
             {
@@ -163,7 +166,7 @@ async def outbox_rows(source: MemoryOutbox | asyncpg.Pool) -> list[dict[str, Any
         ]
     rows = await source.fetch(
         "SELECT topic, partition_key, event_type, envelope::text AS envelope, event_id"
-        " FROM outbox ORDER BY id"
+        " FROM outbox_events ORDER BY outbox_id, position"
     )
     result = []
     for row in rows:
@@ -177,4 +180,23 @@ async def outbox_rows(source: MemoryOutbox | asyncpg.Pool) -> list[dict[str, Any
                 "envelope": envelope,
             }
         )
+    return result
+
+
+async def outbox_transactions(source: asyncpg.Pool | asyncpg.Connection) -> list[list[str]]:
+    """The event types of each outbox row (one row per writing transaction), rows in id order.
+
+    Also checks that each row's ``event_count`` and ``partition_keys`` match the events it holds."""
+    rows = await source.fetch(
+        "SELECT o.event_count, o.partition_keys,"
+        " array_agg(e.event_type ORDER BY e.position) AS event_types,"
+        " array_agg(e.partition_key ORDER BY e.position) AS keys"
+        " FROM outbox o JOIN outbox_events e ON e.outbox_id = o.id"
+        " GROUP BY o.id ORDER BY o.id"
+    )
+    result = []
+    for row in rows:
+        assert row["event_count"] == len(row["event_types"])
+        assert sorted(row["partition_keys"]) == sorted(set(row["keys"]))
+        result.append(list(row["event_types"]))
     return result

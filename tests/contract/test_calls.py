@@ -27,7 +27,8 @@ from tests.contract.pg_fixtures import (  # noqa: F401
     START,
     StepClock,
     open_pool,
-    outbox_rows,
+    outbox_events,
+    outbox_transactions,
     pg_database,
     pg_templates,
 )
@@ -44,7 +45,7 @@ class CallsBackend:
     fake: MemoryCallRepository | None
 
     async def events(self) -> list[dict[str, Any]]:
-        return await outbox_rows(self.fake.outbox if self.fake else self.pool)
+        return await outbox_events(self.fake.outbox if self.fake else self.pool)
 
 
 @pytest.fixture(params=["memory", "postgres"])
@@ -171,6 +172,8 @@ async def test_call_life_cycle_is_stored_and_reported_in_order(calls: CallsBacke
         "reason": "180 Ringing",
     }
     assert len({r["envelope"]["event_id"] for r in rows}) == len(rows)
+    if calls.pool is not None:  # each write its own transaction: one outbox row holding its one event
+        assert await outbox_transactions(calls.pool) == [[r["event_type"]] for r in rows]
 
 
 async def test_ending_twice_changes_nothing_and_emits_once(calls: CallsBackend) -> None:
@@ -267,7 +270,7 @@ async def test_postgres_change_and_event_commit_together(
             await repo.end_call(call.call_id, termination_cause="normal_clearing")
         assert await pool.fetchval("SELECT count(*) FROM call_sessions") == 1
         assert (await repo.get_call(call.call_id)).status == "initiated"  # type: ignore[union-attr]
-        assert await pool.fetchval("SELECT count(*) FROM outbox") == 1
+        assert await outbox_transactions(pool) == [["call.started"]]
     finally:
         await pool.close()
 
@@ -293,7 +296,7 @@ async def test_postgres_lost_connection_is_a_clear_error_and_writes_nothing(
         ):
             await repo.add_leg(call.call_id, NewLeg("sip", "outbound", "10.0.0.5:5060"))
         assert await admin.fetchval("SELECT count(*) FROM call_legs") == 0
-        assert await admin.fetchval("SELECT count(*) FROM outbox") == 1  # only call.started
+        assert await outbox_transactions(admin) == [["call.started"]]
         await admin.execute("DROP TRIGGER die ON call_legs")
         leg = await repo.add_leg(
             call.call_id, NewLeg("sip", "outbound", "10.0.0.5:5060")
@@ -366,6 +369,9 @@ async def test_a_batch_commits_every_write_and_its_events_in_order(calls: CallsB
         validate_event(row["envelope"])
         assert row["partition_key"] == str(call.call_id)
     assert rows[7]["envelope"]["payload"]["setup_ms"] == 1200
+    if calls.pool is not None:  # one outbox row per batch, holding its events in order
+        types = [r["event_type"] for r in rows]
+        assert await outbox_transactions(calls.pool) == [types[:8], types[8:]]
 
 
 async def test_a_batch_whose_write_breaks_a_rule_keeps_nothing(calls: CallsBackend) -> None:
@@ -395,6 +401,12 @@ async def test_a_batch_whose_write_breaks_a_rule_keeps_nothing(calls: CallsBacke
     # the repository goes on as if the failed batches never happened
     await repo.change_leg_state(leg.leg_id, "early")
     assert [r["event_type"] for r in await calls.events()][len(before) :] == ["call.leg.state_changed"]
+    if calls.pool is not None:  # no outbox row of the failed batches, not even an empty one
+        assert await outbox_transactions(calls.pool) == [
+            ["call.started"],
+            ["call.leg.created"],
+            ["call.leg.state_changed"],
+        ]
 
 
 async def test_rows_a_batch_returns_are_the_rows_it_stores(calls: CallsBackend) -> None:
@@ -424,6 +436,19 @@ async def test_rows_a_batch_returns_are_the_rows_it_stores(calls: CallsBackend) 
     stored_legs = {leg.leg_id: leg for leg in await repo.list_legs(call.call_id)}
     assert stored_legs[caller.leg_id] == caller and stored_legs[callee.leg_id].status == "confirmed"
     assert await repo.list_routing_attempts(call.call_id) == [attempt]
+    if calls.pool is not None:  # the whole call's events in one outbox row, in order
+        assert await outbox_transactions(calls.pool) == [
+            [
+                "call.started",
+                "call.leg.created",
+                "call.leg.created",
+                "call.routing.attempted",
+                "call.leg.state_changed",
+                "call.answered",
+                "call.leg.state_changed",
+                "call.ended",
+            ]
+        ]
 
     before = await calls.events()
     with pytest.raises(ConflictError):  # the same routing step twice: nothing of the batch stays

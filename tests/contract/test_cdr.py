@@ -29,7 +29,8 @@ from tests.contract.pg_fixtures import (  # noqa: F401
     START,
     StepClock,
     open_pool,
-    outbox_rows,
+    outbox_events,
+    outbox_transactions,
     pg_database,
     pg_templates,
 )
@@ -45,7 +46,7 @@ class CdrBackend:
     fake: MemoryCdrRepository | None
 
     async def events(self) -> list[dict[str, Any]]:
-        return await outbox_rows(self.fake.outbox if self.fake else self.pool)
+        return await outbox_events(self.fake.outbox if self.fake else self.pool)
 
 
 @pytest.fixture(params=["memory", "postgres"])
@@ -162,6 +163,8 @@ async def test_one_cdr_per_call_and_a_retry_emits_nothing(cdrs: CdrBackend) -> N
     again = await cdrs.repo.record_cdr(cdr)
     assert again == first
     assert len(await cdrs.events()) == 1
+    if cdrs.pool is not None:  # the retry wrote no outbox row, not even an empty one
+        assert await outbox_transactions(cdrs.pool) == [["cdr.created"]]
 
 
 async def test_listing_is_newest_first_and_bounded(cdrs: CdrBackend) -> None:
@@ -264,6 +267,8 @@ async def test_cdrs_recorded_together_are_all_kept_or_none(cdrs: CdrBackend) -> 
     assert len(await cdrs.events()) == 2
     [kept] = await strict.record_cdrs([third])
     assert await strict.cdr_for_call(third.call_id) == kept
+    if cdrs.pool is not None:  # one row per transaction that emitted: the replayed first emitted nothing
+        assert await outbox_transactions(cdrs.pool) == [["cdr.created"], ["cdr.created"], ["cdr.created"]]
 
 
 async def test_cdrs_recorded_together_are_rated_as_one_at_a_time(cdrs: CdrBackend) -> None:
@@ -280,6 +285,10 @@ async def test_cdrs_recorded_together_are_rated_as_one_at_a_time(cdrs: CdrBacken
         assert await cdrs.repo.cdr_for_call(record.call_id) == record
     rows = await cdrs.events()
     assert [row["envelope"]["payload"]["cdr_id"] for row in rows] == [str(r.cdr_id) for r in records]
+    if cdrs.pool is not None:  # the batch's events in one outbox row, in the batch's order
+        assert await outbox_transactions(cdrs.pool) == [["cdr.created"] * 3]
     # The same CDRs again (a retry after a lost commit acknowledgement): the stored ones, no new events.
     assert await cdrs.repo.record_cdrs(batch) == records
     assert len(await cdrs.events()) == 3
+    if cdrs.pool is not None:
+        assert await outbox_transactions(cdrs.pool) == [["cdr.created"] * 3]

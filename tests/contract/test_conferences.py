@@ -26,7 +26,8 @@ from tests.contract.pg_fixtures import (  # noqa: F401
     START,
     StepClock,
     open_pool,
-    outbox_rows,
+    outbox_events,
+    outbox_transactions,
     pg_database,
     pg_templates,
 )
@@ -44,7 +45,7 @@ class ConfBackend:
     fake: MemoryConferenceRepository | None
 
     async def events(self) -> list[dict[str, Any]]:
-        return await outbox_rows(self.fake.outbox if self.fake else self.pool)
+        return await outbox_events(self.fake.outbox if self.fake else self.pool)
 
 
 @pytest.fixture(params=["memory", "postgres"])
@@ -149,6 +150,15 @@ async def test_session_life_cycle_is_stored_and_reported(confs: ConfBackend) -> 
         "reason": "session_ended",
     }
     assert payloads[6]["participant_count"] == 2 and payloads[6]["duration_ms"] == 65_000
+    if confs.pool is not None:  # one outbox row per write that emitted: ending left the host, then ended
+        assert await outbox_transactions(confs.pool) == [
+            ["conference.session.started"],
+            ["conference.participant.joined"],
+            ["conference.participant.joined"],
+            ["conference.participant.left"],
+            ["conference.recording.completed"],
+            ["conference.participant.left", "conference.session.ended"],
+        ]
 
 
 async def test_room_rules_are_enforced(confs: ConfBackend) -> None:
@@ -190,6 +200,13 @@ async def test_room_rules_are_enforced(confs: ConfBackend) -> None:
         "conference.participant.left",
         "conference.session.ended",
     ]
+    if confs.pool is not None:  # ending the session is one transaction: one outbox row, its events in order
+        assert (await outbox_transactions(confs.pool))[-1] == [
+            "conference.participant.left",
+            "conference.participant.left",
+            "conference.participant.left",
+            "conference.session.ended",
+        ]
     with pytest.raises(InvalidStateChange, match="ended"):
         await repo.join(session.conf_session_id, members[3].participant_id)
     # a new session of the same room may start once the previous one ended

@@ -9,8 +9,9 @@ Everything here starts its own processes on spare loopback ports and stops them 
   auth, socket and data in a temporary directory) that a test can restart under load.
 - ``python -m tests.integration.fault_fixtures relay ...``: an outbox relay in a process of its own. With
   ``UC_EDGE_FAULT_HOLD_AFTER_PUBLISH=<file>`` it stops right after the broker acknowledged a batch and
-  before marking it sent: it writes the acknowledged outbox ids to ``<file>`` and waits to be killed. The
-  hook uses the relay's ``after_publish`` constructor argument; production code carries no test switch.
+  before marking it sent: it writes the acknowledged outbox rows to ``<file>`` (``{"rows": [outbox ids],
+  "events": [event ids, in publication order]}``) and waits to be killed. The hook uses the relay's
+  ``after_publish`` constructor argument; production code carries no test switch.
 """
 
 from __future__ import annotations
@@ -371,9 +372,11 @@ async def relay_process(
 
 
 async def _hold_after_publish(hold_file: Path, rows: Sequence[ClaimedRow]) -> None:
-    """The broker acknowledged ``rows``; report their ids and wait (un-marked) until the test kills us."""
+    """The broker acknowledged ``rows``; report their ids and their events' ids (each row holds one writing
+    transaction's events) and wait (un-marked) until the test kills us."""
     partial = hold_file.with_suffix(".partial")
-    partial.write_text(json.dumps([row.id for row in rows]))
+    acked = {"rows": [row.id for row in rows], "events": [e.event_id for row in rows for e in row.events]}
+    partial.write_text(json.dumps(acked))
     partial.rename(hold_file)  # the test sees the file only once it is complete
     await asyncio.sleep(3600)
 

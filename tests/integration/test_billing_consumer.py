@@ -167,7 +167,10 @@ async def test_relay_crash_after_publish_still_charges_each_cdr_once(
     with pytest.raises(SimulatedCrash):
         await crashing.run()
     await crashing.publisher.close()
-    assert len(published) == len(events) and await unsent_count(cdr_dsn) == len(events)
+    # One transaction wrote them all: one outbox row, its events published in order, none marked sent.
+    assert [row.id for row in published] == [published[0].id]
+    assert [e.event_id for row in published for e in row.events] == [e["event_id"] for e in events]
+    assert await unsent_count(cdr_dsn) == len(events)
 
     survivor = relay(cdr_dsn, "relay-b", lease_seconds=1.0)
     async with running(survivor.run()):

@@ -48,7 +48,7 @@ from storage.ports import Binding, SipCredentials
 from storage.ports import TransportAddress as PortsAddress
 from storage.postgres.calls import PgCallRepository
 from storage.postgres.cdr import PgCdrRepository
-from tests.contract.pg_fixtures import open_pool, outbox_rows, pg_database, pg_templates  # noqa: F401
+from tests.contract.pg_fixtures import open_pool, outbox_events, pg_database, pg_templates  # noqa: F401
 
 REALM = "uc-edge"
 TIMERS = TimerSettings(t1=0.1, t2=0.4)
@@ -337,13 +337,14 @@ async def test_call_through_the_b2bua_writes_sessions_legs_routing_cdr_and_event
     assert cdr["call_id"] == session["call_id"] and cdr["correlation_id"] == session["correlation_id"]
     assert cdr["termination_cause"] == "normal_clearing" and cdr["account_id"] == ACCOUNTS["alice"]
     assert cdr["duration_seconds"] >= 1
-    events = [row["event_type"] for row in await outbox_rows(calls_pool)]
+    call_events = await outbox_events(calls_pool)
+    events = [row["event_type"] for row in call_events]
     assert events[0] == "call.started" and events[-1] == "call.ended"
     assert {"call.leg.created", "call.leg.state_changed", "call.routing.attempted", "call.answered"} <= set(
         events
     )
-    assert all(row["envelope"]["call_id"] == str(session["call_id"]) for row in await outbox_rows(calls_pool))
-    assert [row["event_type"] for row in await outbox_rows(cdr_pool)] == ["cdr.created"]
+    assert all(row["envelope"]["call_id"] == str(session["call_id"]) for row in call_events)
+    assert [row["event_type"] for row in await outbox_events(cdr_pool)] == ["cdr.created"]
     assert server.media.live() == []
 
 

@@ -35,7 +35,13 @@ from storage.postgres.calls import PgCallRepository
 from storage.postgres.cdr import PgCdrRepository
 from storage.postgres.connect import create_pool
 from storage.postgres.errors import DatabaseUnavailable
-from tests.contract.pg_fixtures import open_pool, outbox_rows, pg_database, pg_templates  # noqa: F401
+from tests.contract.pg_fixtures import (  # noqa: F401
+    open_pool,
+    outbox_events,
+    outbox_transactions,
+    pg_database,
+    pg_templates,
+)
 
 START = dt.datetime(2025, 6, 1, 9, 0, tzinfo=dt.UTC)
 NODE = "writes-node"
@@ -57,8 +63,23 @@ class Backend:
     calls_dsn: str | None = None
 
     async def event_types(self, call_id: uuid.UUID) -> list[str]:
-        rows = await outbox_rows(self.calls_outbox)
+        rows = await outbox_events(self.calls_outbox)
         return [row["event_type"] for row in rows if row["partition_key"] == str(call_id)]
+
+    async def transactions(self) -> list[dict[str, list[str]]] | None:
+        """PostgreSQL: per outbox row (one per transaction, in order), its event types by call; the fake
+        keeps no transactions (None)."""
+        if not isinstance(self.calls_outbox, asyncpg.Pool):
+            return None
+        await outbox_transactions(self.calls_outbox)  # checks each row's event_count and partition_keys
+        by_row: dict[int, dict[str, list[str]]] = {}
+        for event in await self.calls_outbox.fetch(
+            "SELECT outbox_id, partition_key, event_type FROM outbox_events ORDER BY outbox_id, position"
+        ):
+            by_row.setdefault(event["outbox_id"], {}).setdefault(event["partition_key"], []).append(
+                event["event_type"]
+            )
+        return list(by_row.values())
 
 
 @pytest.fixture(params=["memory", "postgres"])
@@ -192,6 +213,9 @@ async def test_writes_queued_together_share_one_transaction(backend: Backend) ->
     await queue.wait()
     await check_stored(backend, call)
     assert stats == Counters(persist_batches=2)  # setup, then teardown (the CDR goes on its own)
+    if backend.kind == "postgres":  # one outbox row per transaction, its events in order
+        key = str(call.call_id)
+        assert await backend.transactions() == [{key: CALL_EVENTS[:9]}, {key: CALL_EVENTS[9:]}]
 
 
 async def test_a_refused_write_is_counted_and_the_valid_ones_of_its_batch_still_land(
@@ -230,6 +254,12 @@ async def test_calls_writing_at_once_share_a_transaction_but_not_their_errors(ba
     assert stats == Counters(persist_batches=3)  # one for both calls' rows, one for both CDRs
     await check_stored(backend, first)
     await check_stored(backend, second)
+    if backend.kind == "postgres":  # one outbox row per transaction, holding both calls' events
+        both_calls = (str(first.call_id), str(second.call_id))
+        assert await backend.transactions() == [
+            dict.fromkeys(both_calls, CALL_EVENTS[:9]),
+            dict.fromkeys(both_calls, CALL_EVENTS[9:]),
+        ]
 
     # the second call's writes hold one the repository refuses: the first call's must not suffer
     first, second = OneCall(), OneCall()

@@ -123,7 +123,10 @@ async def eventually(predicate: Callable[[], bool], within: float) -> None:
 
 
 class CallWriter:
-    """Drives calls through PgCallRepository (the production write path: row + outbox row together)."""
+    """Drives calls through PgCallRepository (the production write path: rows + outbox row together).
+
+    Starting and ringing write one event per transaction; hanging up writes three in one transaction (as
+    the B2BUA's queued writes do), so the outbox holds rows of one and of several events."""
 
     def __init__(self, repository: PgCallRepository, calls: int) -> None:
         self.repository = repository
@@ -152,14 +155,20 @@ class CallWriter:
             await self.repository.change_leg_state(leg.leg_id, "early", reason="180 Ringing")
 
     async def hang_up(self, leg: CallLeg) -> None:
-        await self.repository.change_leg_state(leg.leg_id, "confirmed")
-        await self.repository.change_leg_state(leg.leg_id, "terminated", reason="BYE")
-        await self.repository.end_call(leg.call_id, termination_cause="normal_clearing", ended_by="caller")
+        async with self.repository.batch(leg.call_id) as writer:  # one transaction: one outbox row
+            await writer.change_leg_state(leg.leg_id, "confirmed")
+            await writer.change_leg_state(leg.leg_id, "terminated", reason="BYE")
+            await writer.end_call(leg.call_id, termination_cause="normal_clearing", ended_by="caller")
 
 
 async def outbox_since(dsn: str, after_id: int) -> list[asyncpg.Record]:
+    """The events of the outbox rows with an id above ``after_id``, in publication order (row, then position
+    in the row), each with its row's publish attempts."""
     return await fetch(
-        dsn, "SELECT id, event_id, partition_key, attempts FROM outbox WHERE id > $1 ORDER BY id", after_id
+        dsn,
+        "SELECT outbox_id, position, event_id, partition_key, event_type, attempts FROM outbox_events"
+        " WHERE outbox_id > $1 ORDER BY outbox_id, position",
+        after_id,
     )
 
 
@@ -192,22 +201,26 @@ async def drained(dsn: str, relay_id: str, within: float) -> set[int]:
         await asyncio.sleep(0.1)
 
 
-def assert_delivered(rows: Sequence[asyncpg.Record], received: Sequence[Received]) -> dict[str, int]:
-    """Every outbox row arrived, per key in outbox-id order (first copies), and a row arrived more than once
-    only if the relay published it more than once. Returns copies per event id."""
-    outbox_id = {str(r["event_id"]): r["id"] for r in rows}
-    attempts = {str(r["event_id"]): r["attempts"] for r in rows}
+def assert_delivered(events: Sequence[asyncpg.Record], received: Sequence[Received]) -> dict[str, int]:
+    """Every outbox event (``outbox_since``) arrived, per key in publication order — outbox id, then
+    position in the row — (first copies), and an event arrived more than once only if the relay published
+    its row more than once. Returns copies per event id."""
+    order = {str(r["event_id"]): (r["outbox_id"], r["position"]) for r in events}
+    assert len(order) == len(events), "an event id twice in the outbox"
+    attempts = {str(r["event_id"]): r["attempts"] for r in events}
     copies = Counter(m.value["event_id"] for m in received)
-    assert set(copies) == set(outbox_id), "events missing from Kafka, or unknown events in it"
-    by_key: dict[str, list[int]] = {}
+    assert set(copies) == set(order), "events missing from Kafka, or unknown events in it"
+    by_key: dict[str, list[tuple[int, int]]] = {}
     for message in sorted(received, key=lambda m: (m.partition, m.offset)):
         validate_event(message.value)
         assert message.key == message.value["call_id"]
-        by_key.setdefault(message.key, []).append(outbox_id[message.value["event_id"]])
-    expected: dict[str, list[int]] = {}
-    for r in rows:
-        expected.setdefault(r["partition_key"], []).append(r["id"])
-    assert {key: list(dict.fromkeys(ids)) for key, ids in by_key.items()} == expected
+        assert message.headers["event_id"].decode() == message.value["event_id"]
+        assert message.headers["event_type"].decode() == message.value["type"]
+        by_key.setdefault(message.key, []).append(order[message.value["event_id"]])
+    expected: dict[str, list[tuple[int, int]]] = {}
+    for r in events:
+        expected.setdefault(r["partition_key"], []).append((r["outbox_id"], r["position"]))
+    assert {key: list(dict.fromkeys(places)) for key, places in by_key.items()} == expected
     for event_id, count in copies.items():
         assert count <= attempts[event_id], f"{event_id} arrived {count}x, published {attempts[event_id]}x"
     return dict(copies)
@@ -262,17 +275,28 @@ async def test_kafka_hung_then_killed_while_writing_loses_nothing_and_keeps_orde
 
             # Dead broker (SIGKILL), calls go on, then a new broker on the same port. Its memory engine
             # starts empty: what it must carry is every event written while the broker was away.
-            last_before_kill = before_kill[-1]["id"]
+            last_before_kill = before_kill[-1]["outbox_id"]
             failures_before_kill = failures(registry)
             broker.kill()
             await writer.each_call(writer.hang_up)
             await eventually(lambda: failures(registry) >= failures_before_kill + 2, within=15)
-            assert await unsent_count(calls_dsn) == 8 * 3
+            assert await unsent_count(calls_dsn) == 8 * 3  # events: 3 per call, in one row per call
             broker.start()
             broker.create_topics(TOPICS.call)
             leaked |= await drained(calls_dsn, "relay-faults", within=25)
         while_down = await outbox_since(calls_dsn, last_before_kill)
         assert len(while_down) == 8 * 3
+        hang_ups: dict[int, list[tuple[str, str]]] = {}
+        for r in while_down:
+            hang_ups.setdefault(r["outbox_id"], []).append((r["partition_key"], r["event_type"]))
+        assert sorted(hang_ups.values()) == sorted(
+            [
+                (str(leg.call_id), "call.leg.state_changed"),
+                (str(leg.call_id), "call.leg.state_changed"),
+                (str(leg.call_id), "call.ended"),
+            ]
+            for leg in writer.legs
+        ), "each hang-up (one transaction) is one outbox row of its three events, in order"
         received = await consume_all(broker.bootstrap, TOPICS.call, expected=len(while_down))
         assert_delivered(while_down, received)
         final = await fetch(calls_dsn, "SELECT count(*) AS n FROM call_sessions WHERE status = 'ended'")
@@ -317,24 +341,28 @@ async def test_relay_process_killed_after_ack_before_mark_sent_charges_each_cdr_
             await repository.assign_plan(account, plan.plan_id)
         opening = {a: await repository.balance(a) for a in accounts}
         start = dt.datetime(2025, 5, 1, 10, 0, tzinfo=dt.UTC)
-        records = [
-            await repository.record_cdr(
-                NewCdr(
-                    call_id=uuid.uuid4(),
-                    correlation_id=uuid.uuid4(),
-                    caller="+15550100",
-                    callee="+15550199",
-                    direction="outbound",
-                    started_at=start,
-                    answered_at=start + dt.timedelta(seconds=2),
-                    ended_at=start + dt.timedelta(seconds=2 + 17 * i + 5),
-                    termination_cause="normal_clearing",
-                    account_id=accounts[i % 2],
-                )
+        cdrs = [
+            NewCdr(
+                call_id=uuid.uuid4(),
+                correlation_id=uuid.uuid4(),
+                caller="+15550100",
+                callee="+15550199",
+                direction="outbound",
+                started_at=start,
+                answered_at=start + dt.timedelta(seconds=2),
+                ended_at=start + dt.timedelta(seconds=2 + 17 * i + 5),
+                termination_cause="normal_clearing",
+                account_id=accounts[i % 2],
             )
             for i in range(10)
         ]
+        # Four CDRs one transaction each, then six in one (the calls of a group commit): five outbox rows.
+        records = [await repository.record_cdr(cdr) for cdr in cdrs[:4]]
+        records += await repository.record_cdrs(cdrs[4:])
         assert all(r.cost is not None and r.cost > 0 for r in records)
+        outbox = await fetch(cdr_dsn, "SELECT id, event_count FROM outbox ORDER BY id")
+        assert [r["event_count"] for r in outbox] == [1, 1, 1, 1, 6]
+        written = await fetch(cdr_dsn, "SELECT event_id FROM outbox_events ORDER BY outbox_id, position")
 
         # The relay process stops right after the broker's acks, before marking anything sent; kill -9.
         hold_file = tmp_path / "acked.json"
@@ -351,7 +379,8 @@ async def test_relay_process_killed_after_ack_before_mark_sent_charges_each_cdr_
             doomed.kill()
             assert await asyncio.wait_for(doomed.wait(), 10) == -9
         acked = json.loads(hold_file.read_text())
-        assert len(acked) == len(records)
+        assert acked["rows"] == [r["id"] for r in outbox]  # the whole outbox in one batch, none marked
+        assert acked["events"] == [str(r["event_id"]) for r in written]
         leased = await fetch(cdr_dsn, "SELECT claimed_by, sent_at FROM outbox")
         assert all(r["sent_at"] is None and r["claimed_by"] == "relay-doomed" for r in leased)
         in_kafka = await consume_all(broker.bootstrap, TOPICS.cdr, expected=len(records), settle=0.3)
@@ -467,7 +496,10 @@ async def assert_no_half_written_call(dsn: str, workload: CallWorkload) -> None:
     legs = {r["leg_id"]: r for r in await fetch(dsn, "SELECT leg_id, call_id, status FROM call_legs")}
     events = [
         (r["event_type"], json.loads(r["envelope"]))
-        for r in await fetch(dsn, "SELECT event_type, envelope::text AS envelope FROM outbox ORDER BY id")
+        for r in await fetch(
+            dsn,
+            "SELECT event_type, envelope::text AS envelope FROM outbox_events ORDER BY outbox_id, position",
+        )
     ]
 
     # Every acknowledged operation's rows are there.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import json
 import os
 import shutil
 import socket
@@ -12,10 +14,19 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from prometheus_client import CollectorRegistry
 
+from storage.events import DEFAULT_TOPICS, EventTopics, EventType, OutboxEntry, make_event, outbox_entry
+from storage.events.examples import example_payload
+from storage.kafka.metrics import RelayMetrics
+from storage.kafka.outbox_writer import write_outbox
+from storage.kafka.publisher import KafkaPublisher, ProducerSettings
+from storage.kafka.relay import OutboxRelay, RelayConfig
 from storage.postgres.connect import connect
 from storage.postgres.errors import DatabaseUnavailable
 from storage.postgres.migrate import MIGRATIONS_DIR, MigrationError, migrate, migration_status
+from tests.contract.pg_fixtures import database_dsn
+from tests.integration.test_outbox_helpers import KAFKA, consume, port_open, temp_topics
 
 SERVER_DSN = os.environ.get("UC_EDGE_DB_DSN", "postgresql://uc_edge:uc_edge@127.0.0.1:5432/postgres")
 DOMAINS = ("accounts", "calls", "cdr", "conferences")
@@ -39,20 +50,41 @@ EXPECTED_TABLES = {
     },
 }  # fmt: skip
 
+# One row per writing transaction (0004_outbox_batches): its events as a JSON array, their distinct keys
+# and their number; the columns 0004 added come last.
 OUTBOX_COLUMNS = [
-    ("id", "bigint", "NO"),
-    ("event_id", "uuid", "NO"),
-    ("topic", "text", "NO"),
-    ("partition_key", "text", "NO"),
-    ("event_type", "text", "NO"),
-    ("envelope", "jsonb", "NO"),
-    ("created_at", "timestamp with time zone", "NO"),
-    ("claimed_by", "text", "YES"),
-    ("claimed_until", "timestamp with time zone", "YES"),
-    ("attempts", "integer", "NO"),
-    ("last_error", "text", "YES"),
-    ("sent_at", "timestamp with time zone", "YES"),
+    ("id", "bigint", True),
+    ("created_at", "timestamp with time zone", True),
+    ("claimed_by", "text", False),
+    ("claimed_until", "timestamp with time zone", False),
+    ("attempts", "integer", True),
+    ("last_error", "text", False),
+    ("sent_at", "timestamp with time zone", False),
+    ("events", "json", True),
+    ("partition_keys", "text[]", True),
+    ("event_count", "integer", True),
 ]
+# The view listing the outbox's events one by one.
+OUTBOX_EVENTS_COLUMNS = [
+    ("outbox_id", "bigint"),
+    ("position", "bigint"),
+    ("event_id", "uuid"),
+    ("topic", "text"),
+    ("partition_key", "text"),
+    ("event_type", "text"),
+    ("envelope", "json"),
+    ("created_at", "timestamp with time zone"),
+    ("claimed_by", "text"),
+    ("claimed_until", "timestamp with time zone"),
+    ("attempts", "integer"),
+    ("last_error", "text"),
+    ("sent_at", "timestamp with time zone"),
+]
+# A relation's columns in order: (name, type as PostgreSQL prints it, NOT NULL).
+COLUMNS = (
+    "SELECT attname, format_type(atttypid, atttypmod) AS type, attnotnull FROM pg_attribute"
+    " WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
+)
 
 
 async def admin_execute(statement_query: str, *names: str) -> None:
@@ -123,17 +155,20 @@ async def test_fresh_migrate_builds_every_table_and_rerun_is_a_no_op(names: dict
             assert EXPECTED_TABLES[domain] | {"schema_migrations"} <= tables, domain
             without_created_at = await conn.fetch(
                 "SELECT t.table_name FROM information_schema.tables t WHERE t.table_schema = 'public'"
+                " AND t.table_type = 'BASE TABLE'"
                 " AND t.table_name NOT IN ('schema_migrations') AND NOT EXISTS (SELECT 1 FROM"
                 " information_schema.columns c WHERE c.table_name = t.table_name"
                 " AND c.column_name = 'created_at'"
                 " AND c.data_type = 'timestamp with time zone' AND c.is_nullable = 'NO')"
             )
             assert [r["table_name"] for r in without_created_at] == [], domain
-            columns = await conn.fetch(
-                "SELECT column_name, data_type, is_nullable FROM information_schema.columns"
-                " WHERE table_name = 'outbox' ORDER BY ordinal_position"
+            assert [tuple(r) for r in await conn.fetch(COLUMNS, "outbox")] == OUTBOX_COLUMNS
+            view = [(name, type_) for name, type_, _ in await conn.fetch(COLUMNS, "outbox_events")]
+            assert view == OUTBOX_EVENTS_COLUMNS
+            assert (
+                await conn.fetchval("SELECT relkind::text FROM pg_class WHERE relname = 'outbox_events'")
+                == "v"
             )
-            assert [tuple(r) for r in columns] == OUTBOX_COLUMNS
             versions = await conn.fetch("SELECT version, checksum FROM schema_migrations ORDER BY version")
             assert [r["version"] for r in versions][:2] == [1, 2]
         finally:
@@ -152,10 +187,15 @@ async def test_outbox_insert_notifies_the_domain(names: dict[str, str]) -> None:
     received: asyncio.Queue[str] = asyncio.Queue()
     try:
         await listener.add_listener("uc_outbox", lambda *args: received.put_nowait(args[3]))
+
+        def one_event() -> str:
+            return json.dumps([[str(uuid.uuid4()), "call-events", "k", "call.started", {}]])
+
         await writer.execute(
-            "INSERT INTO outbox (event_id, topic, partition_key, event_type, envelope)"
-            " VALUES (gen_random_uuid(), 'call-events', 'k', 'call.started', '{}'),"
-            " (gen_random_uuid(), 'call-events', 'k', 'call.started', '{}')"
+            "INSERT INTO outbox (events, partition_keys, event_count)"
+            " VALUES ($1::json, '{k}', 1), ($2::json, '{k}', 1)",
+            one_event(),
+            one_event(),
         )
         assert await asyncio.wait_for(received.get(), 5) == "calls"
         await asyncio.sleep(0.1)
@@ -163,6 +203,203 @@ async def test_outbox_insert_notifies_the_domain(names: dict[str, str]) -> None:
     finally:
         await listener.close()
         await writer.close()
+
+
+# ---- outbox rows written before 0004_outbox_batches (one row per event) ----------------------------------
+
+BATCHES_VERSION = 4  # 0004_outbox_batches: one outbox row per writing transaction
+OLD_OUTBOX_INSERT = (
+    "INSERT INTO outbox (event_id, topic, partition_key, event_type, envelope, created_at, claimed_by,"
+    " claimed_until, attempts, last_error, sent_at)"
+    " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11) RETURNING id"
+)
+OLD_ROW_STATE = (
+    "SELECT id, created_at, claimed_by, claimed_until, attempts, last_error, sent_at FROM outbox ORDER BY id"
+)
+OLD_ROW_FIELDS = ("created_at", "claimed_by", "claimed_until", "attempts", "last_error", "sent_at")
+
+
+async def calls_database_before_batches(
+    name: str, tmp_path: Path, topics: EventTopics = DEFAULT_TOPICS
+) -> tuple[list[OutboxEntry], list[asyncpg.Record]]:
+    """A calls database migrated up to 0003 (the outbox of one row per event) holding the interleaved events
+    of two calls: the first already sent, the second retried after an error, the third under an expired
+    lease, the rest new. Returns the events in id order and the state of their rows."""
+    older = tmp_path / "before_batches"
+    (older / "calls").mkdir(parents=True)
+    for path in (MIGRATIONS_DIR / "calls").glob("*.sql"):
+        if int(path.name[:4]) < BATCHES_VERSION:
+            shutil.copy(path, older / "calls" / path.name)
+    report = await migrate(SERVER_DSN, {"calls": name}, migrations_dir=older)
+    assert report.versions == {"calls": BATCHES_VERSION - 1}
+
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    steps = [EventType.CALL_STARTED, EventType.CALL_LEG_CREATED, EventType.CALL_ENDED]
+    # Not ASCII: the conversion keeps the text as stored.
+    caller = {EventType.CALL_STARTED: {"from_uri": "sip:zoë@exämple.com"}}
+    entries = [
+        outbox_entry(
+            make_event(
+                step,
+                payload=example_payload(step) | caller.get(step, {}),
+                correlation_id=call,
+                node_id="n1",
+                call_id=call,
+            ),
+            topics,
+        )
+        for step in steps
+        for call in (first, second)
+    ]
+    conn = await open_db(name)
+    try:
+        now = await conn.fetchval("SELECT now()")
+        states = [
+            ("relay-old", now - dt.timedelta(minutes=1), 1, None, now - dt.timedelta(minutes=1)),  # sent
+            (None, None, 2, "KafkaTimeoutError: no answer", None),  # failed once, handed back
+            ("relay-gone", now - dt.timedelta(seconds=10), 1, None, None),  # its relay died: lease expired
+            *[(None, None, 0, None, None)] * (len(entries) - 3),
+        ]
+        for i, (entry, state) in enumerate(zip(entries, states, strict=True)):
+            await conn.execute(
+                OLD_OUTBOX_INSERT,
+                uuid.UUID(entry.event_id),
+                entry.topic,
+                entry.partition_key,
+                entry.event_type,
+                json.dumps(entry.envelope),
+                now - dt.timedelta(minutes=5) + dt.timedelta(seconds=i),
+                *state,
+            )
+        before = list(await conn.fetch(OLD_ROW_STATE))
+    finally:
+        await conn.close()
+    return entries, before
+
+
+async def test_outbox_rows_from_before_batches_become_one_event_rows_in_the_same_order(
+    names: dict[str, str], tmp_path: Path
+) -> None:
+    entries, before = await calls_database_before_batches(names["calls"], tmp_path)
+
+    report = await migrate(SERVER_DSN, {"calls": names["calls"]})
+    assert report.applied["calls"][0] == "0004_outbox_batches"
+    conn = await open_db(names["calls"])
+    try:
+        # Same rows (ids, so publication order), same state, one event each.
+        assert list(await conn.fetch(OLD_ROW_STATE)) == before
+        rows = await conn.fetch(
+            "SELECT id, event_count, partition_keys, events::text FROM outbox ORDER BY id"
+        )
+        assert [(r["event_count"], r["partition_keys"]) for r in rows] == [
+            (1, [e.partition_key]) for e in entries
+        ]
+        for row, entry in zip(rows, entries, strict=True):
+            [[event_id, topic, key, event_type, envelope]] = json.loads(row["events"])
+            assert (event_id, topic, key, event_type) == (
+                entry.event_id,
+                entry.topic,
+                entry.partition_key,
+                entry.event_type,
+            )
+            assert envelope == entry.envelope
+
+        # The view lists them one by one, with their row's state.
+        events = await conn.fetch(
+            "SELECT outbox_id, position, event_id, topic, partition_key, event_type,"
+            " envelope::text AS envelope, envelope->>'event_id' AS envelope_event_id, created_at,"
+            " claimed_by, claimed_until, attempts, last_error, sent_at"
+            " FROM outbox_events ORDER BY outbox_id, position"
+        )
+        assert [(e["outbox_id"], e["position"]) for e in events] == [(r["id"], 1) for r in before]
+        for event, entry, old in zip(events, entries, before, strict=True):
+            assert (str(event["event_id"]), event["topic"], event["partition_key"], event["event_type"]) == (
+                entry.event_id,
+                entry.topic,
+                entry.partition_key,
+                entry.event_type,
+            )
+            assert json.loads(event["envelope"]) == entry.envelope
+            assert event["envelope_event_id"] == entry.event_id
+            assert all(event[field] == old[field] for field in OLD_ROW_FIELDS)
+        assert '"sip:zoë@exämple.com"' in events[0]["envelope"]
+
+        # A transaction writing after the migration: one row of its events, after the old ones.
+        later = [
+            outbox_entry(
+                make_event(
+                    EventType.CALL_LEG_CREATED,
+                    payload=example_payload(EventType.CALL_LEG_CREATED),
+                    correlation_id=entries[0].partition_key,
+                    node_id="n1",
+                    call_id=entries[0].partition_key,
+                )
+            )
+            for _ in range(2)
+        ]
+        async with conn.transaction():
+            await write_outbox(conn, later)
+        last = await conn.fetchrow(
+            "SELECT id, event_count, partition_keys FROM outbox ORDER BY id DESC LIMIT 1"
+        )
+        assert last["id"] > before[-1]["id"]
+        assert (last["event_count"], last["partition_keys"]) == (2, [entries[0].partition_key])
+        assert [
+            str(r["event_id"])
+            for r in await conn.fetch(
+                "SELECT event_id FROM outbox_events WHERE outbox_id = $1 ORDER BY position", last["id"]
+            )
+        ] == [e.event_id for e in later]
+    finally:
+        await conn.close()
+
+
+async def test_the_relay_publishes_outbox_rows_from_before_batches_in_order(
+    names: dict[str, str], tmp_path: Path
+) -> None:
+    if not port_open("127.0.0.1", int(KAFKA.rsplit(":", 1)[1])):
+        message = f"Kafka is not listening on {KAFKA}; run `bash scripts/services up`"
+        if os.environ.get("UC_EDGE_REQUIRE_SERVICES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    async with temp_topics() as topics:
+        entries, before = await calls_database_before_batches(names["calls"], tmp_path, topics)
+        await migrate(SERVER_DSN, {"calls": names["calls"]})
+        relay = OutboxRelay(
+            RelayConfig(domain="calls", dsn=database_dsn(SERVER_DSN, names["calls"]), relay_id="relay-new"),
+            KafkaPublisher(ProducerSettings(bootstrap_servers=KAFKA)),
+            metrics=RelayMetrics(CollectorRegistry()),
+        )
+        try:
+            sent = await relay.drain()
+        finally:
+            await relay.close()
+            await relay.publisher.close()
+        unsent = entries[1:]  # the first was sent before the migration: not published again
+        assert sent == len(unsent)
+        received = await consume(topics.call, expected=len(unsent), settle=0.5)
+
+    assert sorted(m.value["event_id"] for m in received) == sorted(e.event_id for e in unsent)
+    by_key: dict[str, list[str]] = {}
+    for message in sorted(received, key=lambda m: (m.partition, m.offset)):
+        by_key.setdefault(message.key, []).append(message.value["event_id"])
+    expected: dict[str, list[str]] = {}
+    for entry in unsent:
+        expected.setdefault(entry.partition_key, []).append(entry.event_id)
+    assert by_key == expected  # each call's events in their old id order
+    envelopes = {e.event_id: e for e in unsent}
+    for message in received:
+        entry = envelopes[message.value["event_id"]]
+        assert message.value == entry.envelope
+        assert message.headers == {
+            "event_type": entry.event_type.encode(),
+            "event_id": entry.event_id.encode(),
+        }
+    conn = await open_db(names["calls"])
+    try:  # the published rows are gone (no sent history by default); the one sent before stays
+        assert [r["id"] for r in await conn.fetch("SELECT id FROM outbox")] == [before[0]["id"]]
+    finally:
+        await conn.close()
 
 
 async def test_constraints_enforce_domain_rules(names: dict[str, str]) -> None:

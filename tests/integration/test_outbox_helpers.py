@@ -2,6 +2,10 @@
 
 Each test gets databases named ``uc_test_…`` (dropped afterwards) holding the per-domain ``outbox`` table,
 and Kafka topics with a unique prefix, so tests never see each other's rows or messages.
+
+An outbox row holds the events of one writing transaction (``write_outbox``: one row per call, in order);
+the ``outbox_events`` view lists them one by one. The counts here (``outbox_count``, ``unsent_count``,
+``unsent_is``) count EVENTS, not rows.
 """
 
 from __future__ import annotations
@@ -113,13 +117,27 @@ async def insert_events(dsn: str, envelopes: Sequence[dict[str, Any]], topics: E
         await conn.close()
 
 
-async def interleaved_call_events(dsn: str, topics: EventTopics, keys: int, per_key: int) -> list[str]:
-    """``keys x per_key`` call events, interleaved across keys, each key's events in its own transaction
-    order; returns the keys."""
+# Events per transaction (outbox row) that interleaved_call_events writes, taken in turn: rows of many keys,
+# of a few, of one event, and rows holding more events than there are keys (a key's events twice in a row),
+# so that rows carry several keys and each key's events spread over many rows.
+ROW_SIZES: tuple[int, ...] = (13, 5, 31, 1)
+
+
+async def interleaved_call_events(
+    dsn: str, topics: EventTopics, keys: int, per_key: int, *, row_sizes: Sequence[int] = ROW_SIZES
+) -> list[str]:
+    """``keys x per_key`` call events, interleaved across keys (every key's event 0, then every key's
+    event 1, ...), written by consecutive transactions of ``row_sizes`` events in turn (one outbox row
+    each: the last one may be shorter); returns the keys."""
+    if not row_sizes or min(row_sizes) < 1:
+        raise ValueError(f"row_sizes must be positive, got {row_sizes!r}")
     names = [new_key() for _ in range(keys)]
     envelopes = [event_for(EventType.CALL_LEG_STATE_CHANGED, k, seq) for seq in range(per_key) for k in names]
-    for start in range(0, len(envelopes), 500):
-        await insert_events(dsn, envelopes[start : start + 500], topics)
+    start = turn = 0
+    while start < len(envelopes):
+        size = row_sizes[turn % len(row_sizes)]
+        await insert_events(dsn, envelopes[start : start + size], topics)
+        start, turn = start + size, turn + 1
     return names
 
 
@@ -178,11 +196,25 @@ def without_redeliveries(sequence: list[int]) -> list[int]:
 
 
 async def unsent_count(dsn: str) -> int:
+    """EVENTS waiting to be published (in rows not marked sent), not rows."""
     return await outbox_count(dsn, unsent_only=True)
 
 
 async def outbox_count(dsn: str, *, unsent_only: bool = False) -> int:
-    """Rows in the outbox: the unsent ones, or all (sent rows stay only with a retention)."""
+    """EVENTS in the outbox (the sum of its rows' ``event_count``, not rows): the unsent ones, or all
+    (sent rows stay only with a retention). See ``outbox_row_count`` for rows."""
+    query = "SELECT coalesce(sum(event_count), 0) FROM outbox" + (
+        " WHERE sent_at IS NULL" if unsent_only else ""
+    )
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval(query))
+    finally:
+        await conn.close()
+
+
+async def outbox_row_count(dsn: str, *, unsent_only: bool = False) -> int:
+    """ROWS in the outbox (one per writing transaction, or per acknowledged part kept as history)."""
     query = "SELECT count(*) FROM outbox" + (" WHERE sent_at IS NULL" if unsent_only else "")
     conn = await asyncpg.connect(dsn)
     try:
@@ -191,7 +223,26 @@ async def outbox_count(dsn: str, *, unsent_only: bool = False) -> int:
         await conn.close()
 
 
+async def outbox_events(dsn: str, *, unsent_only: bool = False) -> list[asyncpg.Record]:
+    """The events of the ``outbox_events`` view (``event_id`` and ``envelope`` as text), in publication
+    order: by row, then position in the row."""
+    query = (
+        "SELECT outbox_id, position, event_id::text AS event_id, topic, partition_key, event_type,"
+        " envelope::text AS envelope, created_at, claimed_by, claimed_until, attempts, last_error, sent_at"
+        " FROM outbox_events"
+        + (" WHERE sent_at IS NULL" if unsent_only else "")
+        + " ORDER BY outbox_id, position"
+    )
+    conn = await asyncpg.connect(dsn)
+    try:
+        return list(await conn.fetch(query))
+    finally:
+        await conn.close()
+
+
 def unsent_is(dsn: str, expected: int) -> Callable[[], Awaitable[bool]]:
+    """A predicate for ``wait_until``: exactly ``expected`` EVENTS are unsent."""
+
     async def check() -> bool:
         return await unsent_count(dsn) == expected
 

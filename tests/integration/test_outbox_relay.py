@@ -1,4 +1,9 @@
-"""The outbox relay against real PostgreSQL and Kafka (Tansu): order per key, several relays, outages."""
+"""The outbox relay against real PostgreSQL and Kafka (Tansu): order per key, several relays, outages.
+
+An outbox row holds the events of one writing transaction (one ``insert_events`` call), so the tests write
+several transactions whose rows carry events of several keys: claims lease whole rows, and a row sharing a
+key with an earlier row left behind waits (the blocking passes on through the keys of every row left
+behind). Counts of "unsent" are counts of events (``tests/integration/test_outbox_helpers.py``)."""
 
 from __future__ import annotations
 
@@ -6,11 +11,12 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import asyncpg
 import pytest
 import structlog.testing
-from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from prometheus_client import CollectorRegistry
 
 from storage.events import EventTopics, EventType, validate_event
@@ -22,9 +28,10 @@ from storage.kafka.publisher import (
     ProducerSettings,
     PublisherUnavailable,
 )
-from storage.kafka.relay import ClaimedRow, OutboxRelay, RelayConfig, run_outbox_relays
+from storage.kafka.relay import SQL, ClaimedRow, OutboxRelay, RelayConfig, run_outbox_relays
 from tests.integration.test_outbox_helpers import (
     KAFKA,
+    SEQUENCE_OF_EVENT,
     closed_port,
     consume,
     event_for,
@@ -32,6 +39,8 @@ from tests.integration.test_outbox_helpers import (
     interleaved_call_events,
     new_key,
     outbox_count,
+    outbox_events,
+    outbox_row_count,
     require_services,
     sequences_by_key,
     temp_database,
@@ -44,7 +53,7 @@ from tests.integration.test_outbox_helpers import (
 
 pytestmark = pytest.mark.integration
 
-CALL_K, CALL_OTHER, CALL_L, CALL_N, CALL_BIG, CALL_FINE = (new_key() for _ in range(6))
+CALL_N = new_key()
 
 
 class SimulatedCrash(BaseException):
@@ -108,10 +117,16 @@ def assert_in_order(sequences: dict[str, list[int]], keys: Sequence[str], per_ke
         assert without_redeliveries(sequences[key]) == list(range(per_key)), key
 
 
-async def test_rows_reach_kafka_in_order_per_key_with_headers_and_metrics(
+def described(rows: Sequence[ClaimedRow]) -> list[tuple[int, list[tuple[str, int]]]]:
+    """Claimed rows as ``(id, [(key, seq of the event), ...])``, events in their order in the row."""
+    return [(r.id, [(e.partition_key, SEQUENCE_OF_EVENT[e.event_id]) for e in r.events]) for r in rows]
+
+
+async def test_events_reach_kafka_in_order_per_key_with_headers_and_metrics(
     dsn: str, topics: EventTopics
 ) -> None:
     keys = await interleaved_call_events(dsn, topics, keys=20, per_key=25)
+    assert await outbox_row_count(dsn) == 40  # rows of 13, 5, 31 and 1 events, most of several keys
     registry = CollectorRegistry()
     relay = make_relay(dsn, "relay-a", registry=registry, batch_size=64)
     async with running(relay):
@@ -132,24 +147,27 @@ async def test_rows_reach_kafka_in_order_per_key_with_headers_and_metrics(
         partitions_per_key[m.key].add(m.partition)
     assert all(len(p) == 1 for p in partitions_per_key.values())
 
-    assert registry.get_sample_value("uc_outbox_published_total", {"domain": "test"}) == 500
+    assert registry.get_sample_value("uc_outbox_published_total", {"domain": "test"}) == 500  # events
+    assert relay.published_total == 500
     assert await relay.refresh_metrics() == (0, 0.0)
     assert await outbox_count(dsn) == 0  # by default a row is deleted once Kafka acknowledged it
+    assert await outbox_row_count(dsn) == 0
 
 
 async def test_a_retention_keeps_acknowledged_rows_marked_sent(dsn: str, topics: EventTopics) -> None:
-    await interleaved_call_events(dsn, topics, keys=4, per_key=5)
+    await interleaved_call_events(dsn, topics, keys=4, per_key=5)  # rows of 13, 5 and 2 events
+    written = [event["event_id"] for event in await outbox_events(dsn)]
     relay = make_relay(dsn, "relay-history", sent_retention_seconds=3600)
     async with running(relay):
         await wait_until(unsent_is(dsn, 0), within=30)
-    assert len(await consume(topics.call, expected=20)) == 20
-    conn = await asyncpg.connect(dsn)
-    try:
-        kept = await conn.fetch("SELECT sent_at, claimed_by FROM outbox")
-    finally:
-        await conn.close()
-    assert len(kept) == 20  # younger than the retention: still there, as history
-    assert all(row["sent_at"] is not None and row["claimed_by"] is None for row in kept)
+    received = await consume(topics.call, expected=20)
+    assert len(received) == 20
+    kept = await outbox_events(dsn)
+    # Younger than the retention: still there, as history, each row whole and its events in order.
+    assert [event["event_id"] for event in kept] == written
+    assert sorted(written) == sorted(m.value["event_id"] for m in received)
+    assert await outbox_row_count(dsn) == 3
+    assert all(event["sent_at"] is not None and event["claimed_by"] is None for event in kept)
 
 
 async def test_notify_wakes_an_idle_relay_long_before_its_poll_interval(
@@ -162,41 +180,52 @@ async def test_notify_wakes_an_idle_relay_long_before_its_poll_interval(
         await wait_until(unsent_is(dsn, 0), within=5)
 
 
-async def test_claims_skip_keys_whose_earlier_rows_another_relay_holds(dsn: str, topics: EventTopics) -> None:
-    await insert_events(
-        dsn,
-        [
-            event_for(EventType.CALL_STARTED, CALL_K, 0),
-            event_for(EventType.CALL_STARTED, CALL_OTHER, 0),
-            event_for(EventType.CALL_ANSWERED, CALL_K, 1),
-            event_for(EventType.CALL_ANSWERED, CALL_OTHER, 1),
-        ],
-        topics,
-    )
-    holder = make_relay(dsn, "relay-a", batch_size=1)
+async def test_claims_skip_rows_sharing_a_key_with_earlier_rows_left_behind(
+    dsn: str, topics: EventTopics
+) -> None:
+    k, x, o, n, m = (new_key() for _ in range(5))
+    state = EventType.CALL_LEG_STATE_CHANGED
+    for row in (
+        [(k, 0), (x, 0)],  # 1: leased by the holder
+        [(o, 0), (o, 1)],  # 2: free
+        [(k, 1), (o, 2)],  # 3: k follows row 1, so it waits, and holds o back from here on
+        [(o, 3)],  # 4: behind row 3's o
+        [(n, 0), (x, 1)],  # 5: x follows row 1
+        [(m, 0), (m, 1)],  # 6: free
+    ):
+        await insert_events(dsn, [event_for(state, key, seq) for key, seq in row], topics)
+    holder = make_relay(dsn, "relay-a", batch_size=1)  # the row that reaches the budget is taken whole
     other = make_relay(dsn, "relay-b", batch_size=10)
     try:
-        held = await holder.claim()
-        assert [(r.partition_key, r.id) for r in held] == [(CALL_K, 1)]
-        taken = await other.claim()
-        # call-k's second row must wait for the first; call-other is free.
-        assert [(r.partition_key, r.id) for r in taken] == [(CALL_OTHER, 2), (CALL_OTHER, 4)]
-        assert await other.claim() == []
+        assert described(await holder.claim()) == [(1, [(k, 0), (x, 0)])]
+        assert described(await other.claim()) == [(2, [(o, 0), (o, 1)]), (6, [(m, 0), (m, 1)])]
+        assert await other.claim() == []  # rows 3 to 5 wait, however often it asks
+        # Kafka acknowledged rows 1, 2 and 6: the rows that waited are claimable, in order.
+        await (await other._ensure_pool()).execute(SQL["delete_sent"], [1, 2, 6])
+        assert described(await other.claim()) == [
+            (3, [(k, 1), (o, 2)]),
+            (4, [(o, 3)]),
+            (5, [(n, 0), (x, 1)]),
+        ]
     finally:
         await holder.close()
         await other.close()
 
 
 async def test_expired_lease_is_reclaimed(dsn: str, topics: EventTopics) -> None:
-    await insert_events(dsn, [event_for(EventType.CALL_STARTED, CALL_L, 0)], topics)
+    call_l, call_m = new_key(), new_key()
+    await insert_events(
+        dsn,
+        [event_for(EventType.CALL_STARTED, call_l, 0), event_for(EventType.CALL_STARTED, call_m, 0)],
+        topics,
+    )
     crashed = make_relay(dsn, "relay-crashed", lease_seconds=0.5)
     survivor = make_relay(dsn, "relay-b", lease_seconds=0.5)
     try:
-        assert len(await crashed.claim()) == 1
+        assert described(await crashed.claim()) == [(1, [(call_l, 0), (call_m, 0)])]
         assert await survivor.claim() == []
         await asyncio.sleep(0.7)
-        reclaimed = await survivor.claim()
-        assert [r.partition_key for r in reclaimed] == [CALL_L]
+        assert described(await survivor.claim()) == [(1, [(call_l, 0), (call_m, 0)])]
     finally:
         await crashed.close()
         await survivor.close()
@@ -208,14 +237,15 @@ async def test_two_relays_at_once_keep_order_and_publish_no_duplicates(dsn: str,
     keys: list[str] = []
     async with running(relay_a, relay_b):
         # Writes keep arriving while both relays work. They run in parallel only across keys, and a relay
-        # whose batch holds a row of every key blocks the other entirely: 50 keys a round, so a batch of
-        # 25 leaves keys for the other relay to take.
+        # whose batch holds an event of every key blocks the other entirely: 50 keys a round, written in
+        # rows of 7, 3 and 11 events, so a batch of 25 events (28: the row reaching it is taken whole)
+        # leaves keys for the other relay to take.
         for _ in range(8):
-            keys += await interleaved_call_events(dsn, topics, keys=50, per_key=5)
+            keys += await interleaved_call_events(dsn, topics, keys=50, per_key=5, row_sizes=(7, 3, 11))
         await wait_until(unsent_is(dsn, 0), within=60)
     received = await consume(topics.call, expected=2000)
 
-    assert relay_a.published_total > 0 and relay_b.published_total > 0
+    assert relay_a.published_total > 0 and relay_b.published_total > 0  # events, not rows
     assert relay_a.published_total + relay_b.published_total == 2000
     assert len(received) == 2000
     sequences = sequences_by_key(received)
@@ -259,7 +289,7 @@ async def test_kafka_unreachable_loses_nothing_and_delivers_in_order_later(
 
 
 async def test_crash_between_publish_and_mark_sent_redelivers_in_order(dsn: str, topics: EventTopics) -> None:
-    keys = await interleaved_call_events(dsn, topics, keys=4, per_key=10)
+    keys = await interleaved_call_events(dsn, topics, keys=4, per_key=10, row_sizes=(6,))  # 6 x 6 + 4
     published_before_crash: list[ClaimedRow] = []
 
     async def crash_before_marking(rows: Sequence[ClaimedRow]) -> None:
@@ -272,52 +302,241 @@ async def test_crash_between_publish_and_mark_sent_redelivers_in_order(dsn: str,
     with pytest.raises(SimulatedCrash):
         await task
     await crashing.publisher.close()
-    assert len(published_before_crash) == 16
+    # A budget of 16 events takes rows of 6, 6 and 6: the row reaching the budget is taken whole.
+    assert [len(row.events) for row in published_before_crash] == [6, 6, 6]
     assert await unsent_count(dsn) == 40  # published, never marked
 
     survivor = make_relay(dsn, "relay-b", lease_seconds=1.0)
     async with running(survivor):
         await wait_until(unsent_is(dsn, 0), within=30)
-    received = await consume(topics.call, expected=56)
-    assert len(received) == 56  # the 16 crashed rows went out twice: at-least-once
+    received = await consume(topics.call, expected=58)
+    assert len(received) == 58  # the 18 events of the crashed rows went out twice: at-least-once
     assert len({m.value["event_id"] for m in received}) == 40
     assert_in_order(sequences_by_key(received), keys, 10)
 
 
 async def test_a_rejected_row_holds_back_only_its_own_key(dsn: str, topics: EventTopics) -> None:
-    huge = event_for(EventType.CALL_ROUTING_ATTEMPTED, CALL_BIG, 0, target="sip:" + "x" * 2000)
+    big, fine = new_key(), new_key()
+    huge = event_for(EventType.CALL_ROUTING_ATTEMPTED, big, 0, target="sip:" + "x" * 2000)
+    await insert_events(dsn, [huge], topics)
     await insert_events(
-        dsn,
-        [
-            huge,
-            event_for(EventType.CALL_ENDED, CALL_BIG, 1),
-            event_for(EventType.CALL_STARTED, CALL_FINE, 0),
-            event_for(EventType.CALL_ENDED, CALL_FINE, 1),
-        ],
-        topics,
+        dsn, [event_for(EventType.CALL_STARTED, fine, 0), event_for(EventType.CALL_ENDED, fine, 1)], topics
     )
+    await insert_events(dsn, [event_for(EventType.CALL_ENDED, big, 1)], topics)
     registry = CollectorRegistry()
     relay = make_relay(dsn, "relay-a", registry=registry, max_request_size=1500)
     async with running(relay):
         await wait_until(unsent_is(dsn, 2), within=10)
         await asyncio.sleep(0.5)
     received = await consume(topics.call, expected=2, settle=0.5)
-    assert sequences_by_key(received) == {CALL_FINE: [0, 1]}  # call-big's second event did not overtake
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch(
-            "SELECT partition_key, last_error, claimed_until > now() AS waiting FROM outbox"
-            " WHERE sent_at IS NULL ORDER BY id"
-        )
-    finally:
-        await conn.close()
-    assert [r["partition_key"] for r in rows] == [CALL_BIG, CALL_BIG]
-    assert "MessageSizeTooLargeError" in rows[0]["last_error"]
-    assert all(r["waiting"] for r in rows)  # parked for rejected_retry_seconds, not spinning
+    assert sequences_by_key(received) == {fine: [0, 1]}  # big's second event did not overtake
+    waiting = await outbox_events(dsn, unsent_only=True)
+    assert [(e["outbox_id"], e["partition_key"], SEQUENCE_OF_EVENT[e["event_id"]]) for e in waiting] == [
+        (1, big, 0),
+        (3, big, 1),
+    ]
+    assert "MessageSizeTooLargeError" in waiting[0]["last_error"]
+    assert "NotAttempted" in waiting[1]["last_error"]
+    assert all(e["claimed_by"] is None for e in waiting)
+    assert await still_waiting(dsn) == [1, 3]  # parked for rejected_retry_seconds, not spinning
     rejected = registry.get_sample_value(
         "uc_outbox_publish_failures_total", {"domain": "test", "reason": "MessageSizeTooLargeError"}
     )
     assert rejected == 1
+
+
+async def still_waiting(dsn: str) -> list[int]:
+    """Ids of the unsent rows nobody may claim yet (leased, or parked after a rejection)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        records = await conn.fetch(
+            "SELECT id FROM outbox WHERE sent_at IS NULL AND claimed_until > now() ORDER BY id"
+        )
+    finally:
+        await conn.close()
+    return [r["id"] for r in records]
+
+
+async def outbox_rows(dsn: str) -> dict[int, tuple[list[str], int, bool]]:
+    """Per row id: its sorted partition keys, its event count, and whether it is marked sent."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        records = await conn.fetch("SELECT id, partition_keys, event_count, sent_at FROM outbox ORDER BY id")
+    finally:
+        await conn.close()
+    return {
+        r["id"]: (sorted(r["partition_keys"]), r["event_count"], r["sent_at"] is not None) for r in records
+    }
+
+
+def by_row(events: Sequence[asyncpg.Record]) -> dict[int, list[tuple[str, int]]]:
+    """``outbox_events`` records as ``{row id: [(key, seq), ...]}``, each row's events in order."""
+    rows: dict[int, list[tuple[str, int]]] = {}
+    for event in events:
+        rows.setdefault(event["outbox_id"], []).append(
+            (event["partition_key"], SEQUENCE_OF_EVENT[event["event_id"]])
+        )
+    return rows
+
+
+async def write_partly_rejected_rows(dsn: str, topics: EventTopics, big: str, fine: str) -> dict[str, Any]:
+    """Rows 1 to 3: ``[big 0 (too large for Kafka), fine 0, big 1, fine 1]``, ``[fine 2, big 2]``,
+    ``[fine 3]``. Returns the huge event."""
+    state = EventType.CALL_LEG_STATE_CHANGED
+    huge = event_for(EventType.CALL_ROUTING_ATTEMPTED, big, 0, target="sip:" + "x" * 2000)
+    await insert_events(
+        dsn, [huge, event_for(state, fine, 0), event_for(state, big, 1), event_for(state, fine, 1)], topics
+    )
+    await insert_events(dsn, [event_for(state, fine, 2), event_for(state, big, 2)], topics)
+    await insert_events(dsn, [event_for(state, fine, 3)], topics)
+    return huge
+
+
+async def test_a_row_kafka_accepts_in_part_keeps_only_the_events_still_to_publish(
+    dsn: str, topics: EventTopics
+) -> None:
+    """One message of a row rejected: the row's other keys are published once and not held back, the row
+    keeps only the rejected key's events (and only that key), and that key's later events wait."""
+    big, fine, other, late = (new_key() for _ in range(4))
+    huge = await write_partly_rejected_rows(dsn, topics, big, fine)
+    registry = CollectorRegistry()
+    relay = make_relay(dsn, "relay-a", registry=registry, max_request_size=1500)
+    wholly_sent: list[list[int]] = []
+
+    async def record(rows: Sequence[ClaimedRow]) -> None:
+        wholly_sent.append([row.id for row in rows])
+
+    relay.after_publish = record
+    state = EventType.CALL_LEG_STATE_CHANGED
+    try:
+        # One batch takes the three rows: big 0 is rejected, big's later events are not attempted.
+        assert await relay.relay_batch() == (4, 7)  # (events sent, events claimed)
+        assert wholly_sent == [[3]]  # rows 1 and 2 were sent in part only
+        assert by_row(await outbox_events(dsn)) == {1: [(big, 0), (big, 1)], 2: [(big, 2)]}
+        # Rewritten: only big's key left, the events counted again; row 3 deleted (no sent history).
+        assert await outbox_rows(dsn) == {1: ([big], 2, False), 2: ([big], 1, False)}
+        waiting = await outbox_events(dsn, unsent_only=True)
+        assert json.loads(waiting[0]["envelope"]) == huge  # kept as written
+        assert "MessageSizeTooLargeError" in waiting[0]["last_error"]
+        assert await still_waiting(dsn) == [1, 2]  # parked for rejected_retry_seconds
+        unsent, _ = await relay.refresh_metrics()
+        assert unsent == 3  # the backlog counts events
+
+        # Later rows: fine's and other's own events pass the waiting rows (they hold only big's key);
+        # big's next event waits, and so does the row behind it through its other key.
+        await insert_events(dsn, [event_for(state, fine, 4), event_for(state, other, 0)], topics)  # 4
+        await insert_events(dsn, [event_for(state, big, 3), event_for(state, other, 1)], topics)  # 5
+        await insert_events(dsn, [event_for(state, other, 2)], topics)  # 6
+        await insert_events(dsn, [event_for(state, late, 0)], topics)  # 7
+        assert await relay.relay_batch() == (3, 3)
+        assert wholly_sent[-1] == [4, 7]
+        assert await relay.relay_batch() == (0, 0)  # rows 5 and 6 wait behind big's events
+        assert by_row(await outbox_events(dsn)) == {
+            1: [(big, 0), (big, 1)],
+            2: [(big, 2)],
+            5: [(big, 3), (other, 1)],
+            6: [(other, 2)],
+        }
+
+        # Retried after the wait, big 0 is rejected again: the rows behind it go out but for big's events.
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute("UPDATE outbox SET claimed_until = now() WHERE claimed_until > now()")
+        finally:
+            await conn.close()
+        assert await relay.relay_batch() == (2, 6)
+        assert wholly_sent[-1] == [6]
+        assert by_row(await outbox_events(dsn)) == {1: [(big, 0), (big, 1)], 2: [(big, 2)], 5: [(big, 3)]}
+        assert await outbox_rows(dsn) == {1: ([big], 2, False), 2: ([big], 1, False), 5: ([big], 1, False)}
+    finally:
+        await relay.close()
+        await relay.publisher.close()
+
+    received = await consume(topics.call, expected=9, settle=0.5)
+    assert len(received) == 9  # each published once
+    assert sequences_by_key(received) == {fine: [0, 1, 2, 3, 4], other: [0, 1, 2], late: [0]}
+    assert registry.get_sample_value("uc_outbox_published_total", {"domain": "test"}) == 9
+    rejected = registry.get_sample_value(
+        "uc_outbox_publish_failures_total", {"domain": "test", "reason": "MessageSizeTooLargeError"}
+    )
+    assert rejected == 2
+    assert await unsent_count(dsn) == 4
+
+
+async def test_a_retention_keeps_the_acknowledged_part_of_a_row_as_a_sent_row(
+    dsn: str, topics: EventTopics
+) -> None:
+    big, fine = new_key(), new_key()
+    huge = await write_partly_rejected_rows(dsn, topics, big, fine)
+    written = {event["event_id"]: json.loads(event["envelope"]) for event in await outbox_events(dsn)}
+    relay = make_relay(dsn, "relay-history", max_request_size=1500, sent_retention_seconds=3600)
+    try:
+        assert await relay.relay_batch() == (4, 7)
+    finally:
+        await relay.close()
+        await relay.publisher.close()
+    assert by_row(await outbox_events(dsn, unsent_only=True)) == {1: [(big, 0), (big, 1)], 2: [(big, 2)]}
+    sent = await outbox_events(dsn)
+    sent = [event for event in sent if event["sent_at"] is not None]
+    # Row 3 was sent whole and is marked sent; the parts of rows 1 and 2 Kafka acknowledged are rows of
+    # their own, marked sent, each part's events in their order.
+    history = by_row(sent)
+    assert history.pop(3) == [(fine, 3)]
+    assert sorted(history.values()) == [[(fine, 0), (fine, 1)], [(fine, 2)]]
+    assert all(row_id > 3 for row_id in history)
+    rows = await outbox_rows(dsn)
+    assert {row_id: rows[row_id] for row_id in history} == {
+        row_id: ([fine], len(events), True) for row_id, events in history.items()
+    }
+    assert rows[1] == ([big], 2, False) and rows[2] == ([big], 1, False)
+    assert all(event["claimed_by"] is None for event in sent)
+    assert all(json.loads(event["envelope"]) == written[event["event_id"]] for event in sent)
+    assert json.loads((await outbox_events(dsn, unsent_only=True))[0]["envelope"]) == huge
+    assert await outbox_count(dsn) == 7 and await unsent_count(dsn) == 3
+    received = await consume(topics.call, expected=4, settle=0.5)
+    assert sequences_by_key(received) == {fine: [0, 1, 2, 3]}
+
+
+async def test_a_broker_error_mid_batch_keeps_the_acknowledged_events_and_retries_the_rest_at_once(
+    dsn: str, topics: EventTopics
+) -> None:
+    """The broker fails one key's messages (not a rejection of the messages): the events acknowledged
+    before count as published and leave their rows, the rest is handed back at once and the error raised;
+    the next batch publishes it, each event once and in order."""
+    a, b, c = new_key(), new_key(), new_key()
+    state = EventType.CALL_LEG_STATE_CHANGED
+    await insert_events(dsn, [event_for(state, a, 0), event_for(state, b, 0), event_for(state, a, 1)], topics)
+    await insert_events(dsn, [event_for(state, b, 1), event_for(state, c, 0)], topics)
+    await insert_events(dsn, [event_for(state, c, 1)], topics)
+    registry = CollectorRegistry()
+    relay = make_relay(dsn, "relay-a", registry=registry)
+    real_send = relay.publisher.send_in_order
+
+    async def b_times_out(messages: Sequence[OutboundMessage]) -> list[BaseException | None]:
+        # b's messages are not sent: the broker timed out on them (as for a partition whose leader is away)
+        others = [m for m in messages if m.key != b.encode()]
+        outcomes = iter(await real_send(others))
+        return [KafkaTimeoutError() if m.key == b.encode() else next(outcomes) for m in messages]
+
+    relay.publisher.send_in_order = b_times_out  # type: ignore[method-assign]
+    try:
+        with pytest.raises(KafkaTimeoutError):
+            await relay.relay_batch()
+        assert by_row(await outbox_events(dsn)) == {1: [(b, 0)], 2: [(b, 1)]}
+        assert await still_waiting(dsn) == []  # handed back at once, not parked
+        assert all("KafkaTimeoutError" in e["last_error"] for e in await outbox_events(dsn))
+        assert relay.published_total == 4  # a 0 and 1, c 0 and 1
+        relay.publisher.send_in_order = real_send  # type: ignore[method-assign]
+        assert await relay.relay_batch() == (2, 2)
+    finally:
+        await relay.close()
+        await relay.publisher.close()
+    assert await outbox_count(dsn) == 0
+    received = await consume(topics.call, expected=6, settle=0.5)
+    assert len(received) == 6
+    assert sequences_by_key(received) == {a: [0, 1], b: [0, 1], c: [0, 1]}
+    assert relay.published_total == 6
+    assert registry.get_sample_value("uc_outbox_published_total", {"domain": "test"}) == 6
 
 
 async def test_one_relay_task_per_domain_database(topics: EventTopics) -> None:
@@ -500,7 +719,7 @@ async def test_a_batch_slow_to_publish_is_logged_with_its_topics(
 ) -> None:
     from storage.kafka import relay as relay_module
 
-    await interleaved_call_events(dsn, topics, keys=2, per_key=2)
+    await interleaved_call_events(dsn, topics, keys=2, per_key=2, row_sizes=(3,))  # rows of 3 and 1
     monkeypatch.setattr(relay_module, "SLOW_PUBLISH_SECONDS", 0.0)  # every batch counts as slow
     relay = make_relay(dsn, "relay-slow")
     try:
@@ -511,7 +730,8 @@ async def test_a_batch_slow_to_publish_is_logged_with_its_topics(
         await relay.publisher.close()
     assert (sent, claimed) == (4, 4)
     (slow,) = [entry for entry in logs if entry["event"] == "outbox batch slow to publish"]
-    assert slow["rows"] == 4 and slow["topics"] == [topics.call] and slow["seconds"] >= 0
+    assert slow["rows"] == 2 and slow["events"] == 4
+    assert slow["topics"] == [topics.call] and slow["seconds"] >= 0
 
 
 async def test_the_purge_deletes_every_expired_sent_row_in_bounded_chunks(
@@ -520,7 +740,7 @@ async def test_the_purge_deletes_every_expired_sent_row_in_bounded_chunks(
     """Rows sent before the retention go, however many there are (a round stops after purge_max_chunks and
     the next housekeeping goes on); rows sent since and unsent rows stay. One chunk per interval, as
     before, fell far behind any real insert rate."""
-    await interleaved_call_events(dsn, topics, keys=5, per_key=5)  # 25 rows, ids in insert order
+    await interleaved_call_events(dsn, topics, keys=5, per_key=15, row_sizes=(3,))  # 25 rows of 3 events
     conn = await asyncpg.connect(dsn)
     try:
         ids = [r["id"] for r in await conn.fetch("SELECT id FROM outbox ORDER BY id")]
@@ -558,6 +778,7 @@ async def test_the_purge_deletes_every_expired_sent_row_in_bounded_chunks(
     finally:
         await conn.close()
     assert left == ids[20:]
-    assert registry.get_sample_value("uc_outbox_purged_total", {"domain": "test"}) == 20
+    assert await outbox_count(dsn) == 15  # the rows' events: the purge deletes rows whole
+    assert registry.get_sample_value("uc_outbox_purged_total", {"domain": "test"}) == 20  # rows
     purged = [entry for entry in logs if entry["event"] == "outbox sent rows purged"]
     assert [(p["rows"], p["more"]) for p in purged] == [(12, True), (8, False)]

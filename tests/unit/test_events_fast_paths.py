@@ -20,7 +20,7 @@ from storage.events import (
 from storage.events.catalogue import as_event_type, route_of
 from storage.events.examples import example_payload
 from storage.events.validation import EventValidationError
-from storage.kafka.outbox_writer import _events_json
+from storage.kafka.outbox_writer import events_json
 from storage.postgres.domain_events import RecentTexts
 
 KEY = "3f2c1b0a-9d8e-4f7a-8b6c-5d4e3f2a1b0c"
@@ -79,7 +79,7 @@ def test_outbox_rows_carry_plain_strings_and_the_same_json(event_type: EventType
     entry = outbox_entry(event, DEFAULT_TOPICS, validated=True)
     assert type(entry.event_type) is str and type(event["type"]) is str
     row = [entry.event_id, entry.topic, entry.partition_key, entry.event_type, entry.envelope]
-    assert _events_json([entry, entry]) == json.dumps([row, row], separators=(",", ":"), ensure_ascii=False)
+    assert events_json([entry, entry]) == json.dumps([row, row], separators=(",", ":"), ensure_ascii=False)
 
 
 def test_recent_texts_render_each_object_once_while_it_is_recent_and_never_confuse_equal_ones() -> None:
