@@ -288,6 +288,38 @@ async def test_kafka_unreachable_loses_nothing_and_delivers_in_order_later(
     assert_in_order(sequences_by_key(received), keys, 30)
 
 
+async def test_a_wake_up_drains_a_backlog_only_until_a_batch_comes_back_short(
+    dsn: str, topics: EventTopics
+) -> None:
+    """Under steady commits a drain that waited for an empty claim never ended: the relay claimed every
+    few milliseconds instead of once per linger. It stops at the first short batch; a plain drain()
+    still goes on until nothing is claimable."""
+    await interleaved_call_events(dsn, topics, keys=10, per_key=25, row_sizes=(10,))  # 25 rows of 10
+    key = new_key()
+    batches: list[int] = []
+
+    async def commit_meanwhile(rows: Sequence[ClaimedRow]) -> None:
+        batches.append(sum(len(row.events) for row in rows))
+        if len(batches) <= 6:  # a node still writing: a row of 2 events per batch published
+            pair = [event_for(EventType.CALL_LEG_STATE_CHANGED, key, 2 * len(batches) + n) for n in (0, 1)]
+            await insert_events(dsn, pair, topics)
+
+    relay = make_relay(dsn, "relay-a", batch_size=100, batches_in_flight=1)
+    relay.after_publish = commit_meanwhile
+    try:
+        sent = await relay.drain(until_short=True)
+        # 250 events: two full batches of 100, then 50 and the 4 committed meanwhile (short: stop).
+        assert batches == [100, 100, 54] and sent == 254
+        assert await unsent_count(dsn) == 2  # committed during the short batch: left to the next wake-up
+        assert relay._wakeup.is_set()  # armed: it goes out a linger later
+
+        assert await relay.drain() == 2 + 3 * 2  # until nothing is claimable: the rest, as they come
+        assert batches[3:] == [2, 2, 2, 2] and await unsent_count(dsn) == 0
+    finally:
+        await relay.close()
+        await relay.publisher.close()
+
+
 async def test_crash_between_publish_and_mark_sent_redelivers_in_order(dsn: str, topics: EventTopics) -> None:
     keys = await interleaved_call_events(dsn, topics, keys=4, per_key=10, row_sizes=(6,))  # 6 x 6 + 4
     published_before_crash: list[ClaimedRow] = []
