@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import operator
 import os
 import random
 import secrets
@@ -195,7 +196,7 @@ def claimable(rows: Sequence[ClaimCandidate]) -> list[int]:
     of every row left behind."""
     blocked: set[str] = set()
     taken: list[int] = []
-    for row in sorted(rows, key=_candidate_id):
+    for row in sorted(rows, key=_by_id):
         if row.free and blocked.isdisjoint(row.partition_keys):
             taken.append(row.id)
         else:
@@ -582,7 +583,7 @@ class OutboxRelay:
             )
             for row_id, events in records
         ]
-        rows.sort(key=_row_id)  # UPDATE ... RETURNING has no defined order
+        rows.sort(key=_by_id)  # UPDATE ... RETURNING has no defined order
         full = cut_short or sum(len(row.events) for row in rows) >= config.batch_size
         return rows, full
 
@@ -708,12 +709,7 @@ class OutboxRelay:
         self._wakeup.clear()
 
 
-def _candidate_id(row: ClaimCandidate) -> int:
-    return row.id
-
-
-def _row_id(row: ClaimedRow) -> int:
-    return row.id
+_by_id = operator.attrgetter("id")  # claim candidates and claimed rows
 
 
 def with_server_settings(dsn: str, settings: Mapping[str, str]) -> str:
