@@ -734,8 +734,8 @@ async def check_call_rows(ctx: SuiteContext, node_id: str, steps: Sequence[CallS
 # --- the suite --------------------------------------------------------------------------------------------
 
 
-# The tables every call writes (call rows are inserted then updated, outbox rows inserted, marked sent and
-# purged), by database.
+# The tables every call writes (call rows are inserted then updated; outbox rows, one per transaction,
+# inserted, leased and deleted), by database.
 WRITTEN_TABLES = {
     "uc_calls": ("call_sessions", "call_legs", "call_routing", "outbox"),
     "uc_cdr": ("cdr_records", "outbox"),

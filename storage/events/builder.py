@@ -95,9 +95,9 @@ def assemble_event(
 
 @dataclass(frozen=True)
 class OutboxEntry:
-    """The columns of one ``outbox`` row (besides the ones the database fills in)."""
+    """One event of an ``outbox`` row (its ``events`` hold one such entry per event, in order)."""
 
-    event_id: str  # the envelope's (PostgreSQL parses it into the uuid column)
+    event_id: str  # the envelope's
     topic: str
     partition_key: str
     event_type: str
