@@ -13,7 +13,7 @@ class RelayMetrics:
         self.backlog = Gauge("uc_outbox_backlog", "Unsent outbox events.", ["domain"], registry=registry)
         self.lag_seconds = Gauge(
             "uc_outbox_lag_seconds",
-            "Age of the oldest unsent outbox row (events).",
+            "Age of the oldest unsent outbox row.",
             ["domain"],
             registry=registry,
         )

@@ -183,7 +183,6 @@ def events_json(events: Sequence[OutboxEvent]) -> str:
 class ClaimCandidate(NamedTuple):
     id: int
     partition_keys: Sequence[str]
-    event_count: int
     free: bool  # unsent, unleased and not locked: the claim may take it; else held by someone else
 
 
@@ -315,7 +314,8 @@ class OutboxRelay:
             await self.close()
 
     async def _relay_wakeup(self) -> int:
-        """One wake-up's work: a batch, or a full drain when the batch shows a backlog.
+        """One wake-up's work: a batch, or when the batch shows a backlog a drain until one comes back
+        short.
 
         A short batch took all that was claimable. Rows committed since, and rows of keys that this batch
         held back, are left to the next wake-up (armed here, a ``wake_linger_seconds`` away) instead of

@@ -26,7 +26,7 @@ from storage.postgres.connect import connect
 from storage.postgres.errors import DatabaseUnavailable
 from storage.postgres.migrate import MIGRATIONS_DIR, MigrationError, migrate, migration_status
 from tests.contract.pg_fixtures import database_dsn
-from tests.integration.test_outbox_helpers import KAFKA, consume, port_open, temp_topics
+from tests.integration.test_outbox_helpers import KAFKA, consume, require_services, temp_topics
 
 SERVER_DSN = os.environ.get("UC_EDGE_DB_DSN", "postgresql://uc_edge:uc_edge@127.0.0.1:5432/postgres")
 DOMAINS = ("accounts", "calls", "cdr", "conferences")
@@ -357,11 +357,7 @@ async def test_outbox_rows_from_before_batches_become_one_event_rows_in_the_same
 async def test_the_relay_publishes_outbox_rows_from_before_batches_in_order(
     names: dict[str, str], tmp_path: Path
 ) -> None:
-    if not port_open("127.0.0.1", int(KAFKA.rsplit(":", 1)[1])):
-        message = f"Kafka is not listening on {KAFKA}; run `bash scripts/services up`"
-        if os.environ.get("UC_EDGE_REQUIRE_SERVICES") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+    require_services(("Kafka (Tansu)", int(KAFKA.rsplit(":", 1)[1])))
     async with temp_topics() as topics:
         entries, before = await calls_database_before_batches(names["calls"], tmp_path, topics)
         await migrate(SERVER_DSN, {"calls": names["calls"]})

@@ -45,10 +45,16 @@ def port_open(host: str, port: int) -> bool:
     return False
 
 
-def require_services() -> None:
-    for name, port in (("PostgreSQL", 5432), ("Kafka (Tansu)", 9092), ("Redis", 6379)):
+def require_services(*services: tuple[str, int]) -> None:
+    """Skip the test when a service does not listen on loopback, or fail it under
+    ``UC_EDGE_REQUIRE_SERVICES=1`` (make test: CI runs the local stack). PostgreSQL, Kafka and Redis by
+    default."""
+    for name, port in services or (("PostgreSQL", 5432), ("Kafka (Tansu)", 9092), ("Redis", 6379)):
         if not port_open("127.0.0.1", port):
-            pytest.skip(f"{name} is not listening on 127.0.0.1:{port}; run `bash scripts/services up`")
+            message = f"{name} is not listening on 127.0.0.1:{port}; run `bash scripts/services up`"
+            if os.environ.get("UC_EDGE_REQUIRE_SERVICES") == "1":
+                pytest.fail(message)
+            pytest.skip(message)
 
 
 def closed_port() -> int:

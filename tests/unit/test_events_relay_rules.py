@@ -62,11 +62,11 @@ def test_outcomes_must_match_events() -> None:
 
 
 def free(row_id: int, *keys: str) -> ClaimCandidate:
-    return ClaimCandidate(row_id, keys, len(keys), True)
+    return ClaimCandidate(row_id, keys, True)
 
 
 def held(row_id: int, *keys: str) -> ClaimCandidate:
-    return ClaimCandidate(row_id, keys, len(keys), False)
+    return ClaimCandidate(row_id, keys, False)
 
 
 def test_free_rows_with_no_earlier_held_key_are_all_claimed() -> None:
