@@ -39,6 +39,7 @@ class EdgeNode:
         self._http_port: int | None = None
         self._sip: Any = None
         self._relay_task: asyncio.Task[None] | None = None
+        self._statistics_task: asyncio.Task[None] | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
@@ -46,12 +47,14 @@ class EdgeNode:
         await self._start_sip()
         await self._start_http()
         self._relay_task = asyncio.create_task(self._supervise_outbox_relays(), name="outbox-relays")
+        self._statistics_task = asyncio.create_task(self._keep_table_statistics(), name="table-statistics")
 
     async def stop(self) -> None:
-        if self._relay_task is not None:
-            self._relay_task.cancel()
-            await asyncio.gather(self._relay_task, return_exceptions=True)
-            self._relay_task = None
+        for task in (self._relay_task, self._statistics_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._relay_task = self._statistics_task = None
         if self._http_runner is not None:
             await self._http_runner.cleanup()
             self._http_runner = None
@@ -98,6 +101,17 @@ class EdgeNode:
                 delay = 1.0
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, 30.0)
+
+    async def _keep_table_statistics(self) -> None:
+        """Where PostgreSQL runs without autovacuum, analyze the tables the node writes as they change
+        (storage/postgres/upkeep.py: plans kept from statistics of empty tables scanned whole tables)."""
+        from storage.postgres.upkeep import keep_table_statistics
+
+        s = self.settings
+        await keep_table_statistics(
+            {domain: s.database_dsn(db) for domain, db in s.domain_databases.items()},
+            check_interval_seconds=s.db_statistics_check_seconds,
+        )
 
     # --- HTTP ---------------------------------------------------------------------------------------------
 

@@ -128,6 +128,9 @@ class Settings(BaseSettings):
     migrations_dir: Path | None = None
     db_pool_min: int = Field(1, ge=0)
     db_pool_max: int = Field(10, ge=1)
+    # Where PostgreSQL runs without autovacuum, how often the node looks for tables whose statistics are
+    # stale by autovacuum's rule and analyzes them (storage/postgres/upkeep.py); unused with autovacuum on.
+    db_statistics_check_seconds: float = Field(10.0, gt=0)
 
     # --- Redis --------------------------------------------------------------------------------------------
     redis_url: str = "redis://127.0.0.1:6379/0"
