@@ -39,8 +39,11 @@ __all__ = ["OverloadConfig", "OverloadControl", "OverloadEpisode"]
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class OverloadConfig:
-    target_delay: float = 0.1  # seconds a message may wait before any new call is refused
-    limit_delay: float = 0.4  # and from which every new call is refused (below T1: before retransmissions)
+    # Seconds a message may wait (standing) before any new call is refused, and from which every new call
+    # is: low, because a standing queue makes every call cost more (the settings' comment has figures);
+    # the limit well below T1, before retransmissions.
+    target_delay: float = 0.015
+    limit_delay: float = 0.15
     probe_interval: float = 0.05
     window: float = 0.5  # the wait is the least measured over this long: a standing queue, not a burst
     retry_after: int | None = None  # seconds for Retry-After on the 503; None sends none (see settings)
